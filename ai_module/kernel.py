@@ -1,0 +1,318 @@
+"""`invoke_task()`: everything that happens to one item, with no batching concerns.
+
+Steps: render the messages, compute the request key, use the stored answer if
+there is one; otherwise wait for the limiter, call the provider (retrying
+transient failures and 429s with backoff), extract the JSON, validate it, ask
+again with the validation error when it is invalid, and apply `parse_output()`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import orjson
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_after_attempt,
+)
+from tenacity.wait import wait_random_exponential
+
+from ai_module.config import AIConfig
+from ai_module.errors import (
+    AimodError,
+    AuthenticationError,
+    OutputError,
+    ProviderError,
+    RateLimitedError,
+    RunAbortedError,
+    TransientError,
+    TruncatedOutputError,
+)
+from ai_module.json_extract import extract_json
+from ai_module.limiter import TokenLimiter, _RPSLimiter
+from ai_module.providers.base import ChatRequest, ChatResponse, Provider, Usage
+from ai_module.tasks.model import Task
+
+__all__ = ["BatchContext", "ItemOutcome", "ResponseCache", "invoke_task", "request_key"]
+
+logger = logging.getLogger(__name__)
+
+_REPAIR_PROMPT = (
+    "Your previous answer could not be used: {error}\n"
+    "Reply again with only the corrected JSON value, matching the schema."
+)
+# Backoff before retry n is uniform in [0, min(retry_max_wait, 0.5 * 2**n)] seconds
+# ("full jitter"), and never shorter than the wait the provider asked for.
+_BACKOFF_MULTIPLIER = 0.5
+
+
+class ResponseCache(Protocol):
+    """Where validated answers are kept by request key (the SQLite store)."""
+
+    def get(self, key: str) -> Any | None:
+        """Return the stored validated answer for `key`, or None."""
+
+    def put(self, key: str, output: Any, usage: Usage | None) -> None:
+        """Keep the validated answer of a successful request."""
+
+
+@dataclass
+class ItemOutcome:
+    """The result of one item with what it cost."""
+
+    value: Any
+    output: Any
+    request_key: str
+    usage: Usage | None = None
+    attempts: int = 0
+    repairs: int = 0
+    from_store: bool = False
+
+
+@dataclass
+class BatchContext:
+    """What all items of one batch share: provider, limiters, cache, breaker."""
+
+    cfg: AIConfig
+    provider: Provider
+    limiter: _RPSLimiter
+    token_limiter: TokenLimiter | None = None
+    cache: ResponseCache | None = None
+    consecutive_failures: int = 0
+    abort_error: BaseException | None = None
+    retries: int = 0
+    rate_limited: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def create(
+        cls, cfg: AIConfig, provider: Provider, cache: ResponseCache | None = None
+    ) -> BatchContext:
+        token_limiter = (
+            TokenLimiter(cfg.tokens_per_minute) if cfg.tokens_per_minute else None
+        )
+        return cls(
+            cfg=cfg,
+            provider=provider,
+            limiter=_RPSLimiter(cfg.rps, cfg.burst),
+            token_limiter=token_limiter,
+            cache=cache,
+        )
+
+    @property
+    def stopping(self) -> bool:
+        return self.abort_error is not None
+
+    def abort(self, error: BaseException) -> None:
+        """Stop the batch: no new item starts and no call is retried."""
+        if self.abort_error is None:
+            self.abort_error = error
+            logger.error("stopping the run: %s", error)
+
+    def _record_failure(self, error: ProviderError) -> None:
+        if isinstance(error, AuthenticationError):
+            self.abort(error)
+            return
+        if isinstance(error, RateLimitedError):
+            return
+        self.consecutive_failures += 1
+        if self.consecutive_failures >= self.cfg.max_consecutive_failures:
+            self.abort(
+                type(error)(
+                    f"{self.consecutive_failures} provider calls failed in a row, the "
+                    f"last with: {error}. Check that the provider is reachable and "
+                    "the model name is right, then run the same command again."
+                )
+            )
+
+
+def request_key(provider: str, request: ChatRequest) -> str:
+    """Hash the canonical request: what decides the answer, not how fast it comes."""
+    canonical = {
+        "provider": provider,
+        "model": request.model,
+        "messages": request.messages,
+        "generation": request.generation,
+        "schema": request.output_schema,
+    }
+    return hashlib.sha256(
+        orjson.dumps(canonical, option=orjson.OPT_SORT_KEYS)
+    ).hexdigest()
+
+
+def build_request(task: Task, record: Mapping[str, Any], cfg: AIConfig) -> ChatRequest:
+    """Render the request that `record` makes under `task` and `cfg`."""
+    generation = task.generation.values()
+    generation.update(cfg.generation())
+    return ChatRequest(
+        model=cfg.model,
+        messages=task.render(record),
+        generation=generation,
+        output_schema=task.output_schema,
+        schema_name=task.name.replace(".", "_").replace("-", "_")[:64],
+    )
+
+
+async def invoke_task(
+    task: Task, record: Mapping[str, Any], ctx: BatchContext
+) -> ItemOutcome:
+    """Run one item to a validated result, or raise an `AimodError` with `attempts`."""
+    request = build_request(task, record, ctx.cfg)
+    key = request_key(ctx.provider.name, request)
+
+    if ctx.cache is not None:
+        stored = ctx.cache.get(key)
+        if stored is not None:
+            return ItemOutcome(task.parse_output(stored), stored, key, from_store=True)
+
+    outcome = ItemOutcome(value=None, output=None, request_key=key)
+    try:
+        await _answer(task, request, ctx, outcome)
+    except BaseException as exc:
+        _set_attempts(exc, outcome.attempts)
+        raise
+    if ctx.cache is not None:
+        ctx.cache.put(key, outcome.output, outcome.usage)
+    outcome.value = task.parse_output(outcome.output)
+    return outcome
+
+
+async def _answer(
+    task: Task, request: ChatRequest, ctx: BatchContext, outcome: ItemOutcome
+) -> None:
+    messages = list(request.messages)
+    while True:
+        attempt = ChatRequest(
+            request.model,
+            messages,
+            request.generation,
+            request.output_schema,
+            request.schema_name,
+        )
+        response = await _call_with_retries(attempt, ctx, outcome)
+        outcome.usage = _add_usage(outcome.usage, response.usage)
+        if response.finish_reason == "length":
+            raise TruncatedOutputError(
+                "answer was cut off by the token limit (finish_reason 'length'); "
+                "raise max_tokens or shorten the input",
+                text=response.text,
+            )
+        try:
+            output = extract_json(response.text)
+            task.validate_output(output)
+        except OutputError as exc:
+            if outcome.repairs >= ctx.cfg.max_repairs:
+                raise
+            outcome.repairs += 1
+            logger.info(
+                "asking again after invalid answer (repair %d): %s",
+                outcome.repairs,
+                exc,
+            )
+            messages = [
+                *messages,
+                {"role": "assistant", "content": response.text},
+                {"role": "user", "content": _REPAIR_PROMPT.format(error=exc)},
+            ]
+            continue
+        outcome.output = output
+        return
+
+
+async def _call_with_retries(
+    request: ChatRequest, ctx: BatchContext, outcome: ItemOutcome
+) -> ChatResponse:
+    cfg = ctx.cfg
+    jitter = wait_random_exponential(
+        multiplier=_BACKOFF_MULTIPLIER, max=cfg.retry_max_wait
+    )
+
+    def wait(state: RetryCallState) -> float:
+        seconds = jitter(state)
+        error = state.outcome.exception() if state.outcome else None
+        if isinstance(error, RateLimitedError) and error.retry_after is not None:
+            seconds = max(seconds, error.retry_after)
+        return seconds
+
+    def should_retry(error: BaseException) -> bool:
+        return (
+            isinstance(error, (TransientError, RateLimitedError)) and not ctx.stopping
+        )
+
+    def before_sleep(state: RetryCallState) -> None:
+        ctx.retries += 1
+        error = state.outcome.exception() if state.outcome else None
+        logger.info(
+            "retrying in %.2f s (attempt %d failed: %s)",
+            state.upcoming_sleep,
+            state.attempt_number,
+            error,
+        )
+
+    retrying = AsyncRetrying(
+        stop=stop_after_attempt(cfg.max_retries + 1),
+        wait=wait,
+        retry=retry_if_exception(should_retry),
+        before_sleep=before_sleep,
+        reraise=True,
+    )
+    async for attempt in retrying:
+        with attempt:
+            return await _call_once(request, ctx, outcome)
+    raise AssertionError("unreachable: tenacity either returns or re-raises")
+
+
+async def _call_once(
+    request: ChatRequest, ctx: BatchContext, outcome: ItemOutcome
+) -> ChatResponse:
+    if ctx.stopping:
+        raise RunAbortedError(f"not attempted: the run is stopping ({ctx.abort_error})")
+    await ctx.limiter.acquire()
+    if ctx.token_limiter is not None:
+        await ctx.token_limiter.acquire(_estimate_tokens(request))
+    outcome.attempts += 1
+    try:
+        response = await ctx.provider.chat(request)
+    except ProviderError as error:
+        if isinstance(error, RateLimitedError):
+            ctx.rate_limited += 1
+            if error.retry_after is not None:
+                ctx.limiter.pause(error.retry_after)
+        ctx._record_failure(error)
+        raise
+    ctx.consecutive_failures = 0
+    if response.pause_for:
+        ctx.limiter.pause(response.pause_for)
+    return response
+
+
+def _estimate_tokens(request: ChatRequest) -> int:
+    prompt = sum(len(message["content"]) for message in request.messages) // 4
+    return prompt + int(request.generation.get("max_tokens") or 256)
+
+
+def _add_usage(total: Usage | None, usage: Usage | None) -> Usage | None:
+    if usage is None:
+        return total
+    if total is None:
+        return usage
+    return Usage(
+        total.prompt_tokens + usage.prompt_tokens,
+        total.completion_tokens + usage.completion_tokens,
+    )
+
+
+def _set_attempts(error: BaseException, attempts: int) -> None:
+    if isinstance(error, AimodError):
+        error.attempts = attempts
+        return
+    try:
+        error.attempts = attempts  # type: ignore[attr-defined]
+    except AttributeError:
+        pass

@@ -1,0 +1,228 @@
+"""Run many items at once: `run_batch()` and its streaming form `stream_batch()`.
+
+`parallelism` workers pull items from one shared iterator, so at most that many
+requests are in flight and memory holds at most about 2 × parallelism items,
+however long the input is. One bad item becomes an exception in its place and
+never stops the others; an authentication error or a run of consecutive
+provider failures stops the batch, and the items not attempted are reported as
+`RunAbortedError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from ai_module.config import AIConfig
+from ai_module.errors import AimodError, RunAbortedError
+from ai_module.kernel import BatchContext, ResponseCache, invoke_task
+from ai_module.providers import create_provider
+from ai_module.providers.base import Provider, Usage
+from ai_module.tasks import Task, get_task
+
+__all__ = ["ItemResult", "run_batch", "run_batch_sync", "iter_batch", "stream_batch"]
+
+logger = logging.getLogger(__name__)
+
+_DONE = object()
+
+
+@dataclass(slots=True)
+class ItemResult:
+    """One finished item: its result or error, and what it cost."""
+
+    index: int
+    record: Any
+    value: Any = None
+    output: Any = None
+    error: BaseException | None = None
+    usage: Usage | None = None
+    attempts: int = 0
+    from_store: bool = False
+    request_key: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @property
+    def result(self) -> Any:
+        """The parsed result, or the exception that replaced it."""
+        return self.value if self.error is None else self.error
+
+
+def _resolve_task(task: str | Task) -> Task:
+    return task if isinstance(task, Task) else get_task(task)
+
+
+async def _enumerate_async(
+    inputs: Iterable[Any] | AsyncIterable[Any],
+) -> AsyncIterator[tuple[int, Any]]:
+    index = 0
+    if isinstance(inputs, AsyncIterable):
+        async for record in inputs:
+            yield index, record
+            index += 1
+    else:
+        for record in inputs:
+            yield index, record
+            index += 1
+
+
+async def stream_batch(
+    task: str | Task,
+    inputs: Iterable[Any] | AsyncIterable[Any],
+    cfg: AIConfig | None = None,
+    *,
+    cache: ResponseCache | None = None,
+    provider: Provider | None = None,
+    context: BatchContext | None = None,
+) -> AsyncIterator[ItemResult]:
+    """Yield an `ItemResult` per input as items finish (not in input order).
+
+    `inputs` may be any iterable or async iterable of records (mappings). An
+    input that is an exception instance (a reader's malformed record) is passed
+    through as that item's error. The provider is created here unless given,
+    so a missing API key raises ConfigError before the first request.
+    """
+    cfg = cfg or AIConfig()
+    task = _resolve_task(task)
+    owns_provider = provider is None and context is None
+    if context is None:
+        provider = provider or create_provider(cfg)
+        context = BatchContext.create(cfg, provider, cache)
+    ctx = context
+
+    source = _enumerate_async(inputs)
+    source_lock = asyncio.Lock()
+    results: asyncio.Queue[Any] = asyncio.Queue(maxsize=cfg.parallelism)
+
+    async def next_item() -> tuple[int, Any] | None:
+        async with source_lock:
+            try:
+                return await source.__anext__()
+            except StopAsyncIteration:
+                return None
+
+    async def worker() -> None:
+        while True:
+            item = await next_item()
+            if item is None:
+                return
+            index, record = item
+            await results.put(await _process(task, index, record, ctx))
+
+    async def run_workers() -> None:
+        try:
+            await asyncio.gather(*(worker() for _ in range(cfg.parallelism)))
+        finally:
+            await results.put(_DONE)
+
+    runner = asyncio.create_task(run_workers())
+    try:
+        while True:
+            result = await results.get()
+            if result is _DONE:
+                break
+            yield result
+        await runner
+    finally:
+        if not runner.done():
+            runner.cancel()
+            await asyncio.gather(runner, return_exceptions=True)
+        await source.aclose()
+        if owns_provider and provider is not None:
+            await provider.aclose()
+
+
+async def _process(
+    task: Task, index: int, record: Any, ctx: BatchContext
+) -> ItemResult:
+    if isinstance(record, BaseException):
+        return ItemResult(index, None, error=record)
+    if ctx.stopping:
+        error = RunAbortedError(f"not attempted: the run stopped ({ctx.abort_error})")
+        return ItemResult(index, record, error=error)
+    try:
+        outcome = await invoke_task(task, record, ctx)
+    except Exception as exc:
+        if not isinstance(exc, AimodError):
+            logger.exception("item %d failed with an unexpected error", index)
+        return ItemResult(
+            index, record, error=exc, attempts=getattr(exc, "attempts", 0)
+        )
+    return ItemResult(
+        index,
+        record,
+        value=outcome.value,
+        output=outcome.output,
+        usage=outcome.usage,
+        attempts=outcome.attempts,
+        from_store=outcome.from_store,
+        request_key=outcome.request_key,
+    )
+
+
+async def iter_batch(
+    task: str | Task,
+    inputs: Iterable[Any] | AsyncIterable[Any],
+    cfg: AIConfig | None = None,
+    **kwargs: Any,
+) -> AsyncIterator[tuple[int, Any]]:
+    """Yield `(index, result)` as items finish; an exception replaces a failed result."""
+    async for item in stream_batch(task, inputs, cfg, **kwargs):
+        yield item.index, item.result
+
+
+async def run_batch(
+    task_name: str | Task,
+    inputs: Iterable[Any] | AsyncIterable[Any],
+    cfg: AIConfig | None = None,
+    **kwargs: Any,
+) -> list[Any]:
+    """Run every input through the task; return results in input order.
+
+    Each failed item has its exception in its place; nothing raises for a bad
+    item. A missing API key or an unknown task raises before any request.
+    """
+    found: dict[int, Any] = {}
+    async for index, result in iter_batch(task_name, inputs, cfg, **kwargs):
+        found[index] = result
+    return [found[index] for index in range(len(found))]
+
+
+def run_batch_sync(
+    task_name: str | Task,
+    inputs: Iterable[Any],
+    cfg: AIConfig | None = None,
+    **kwargs: Any,
+) -> list[Any]:
+    """Call `run_batch` from synchronous code, even inside a running event loop.
+
+    In a notebook, where a loop already runs in this thread, the batch runs on a
+    new loop in a helper thread, so `nest_asyncio` is not needed.
+    """
+    coroutine = run_batch(task_name, inputs, cfg, **kwargs)
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coroutine)
+
+    outcome: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            outcome["value"] = asyncio.run(coroutine)
+        except BaseException as exc:  # re-raised in the caller's thread below
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=target, name="aimod-run-batch", daemon=True)
+    thread.start()
+    thread.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]

@@ -1,0 +1,59 @@
+"""The provider interface: one chat request in, text, usage and finish reason out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+__all__ = ["ChatRequest", "ChatResponse", "Provider", "Usage"]
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Token counts the provider reported for one call."""
+
+    prompt_tokens: int
+    completion_tokens: int
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass
+class ChatRequest:
+    """One chat call: messages plus what shapes the answer.
+
+    `output_schema` is the JSON Schema the answer must match; a provider sends it
+    as structured-output format where the service supports that.
+    """
+
+    model: str
+    messages: list[dict[str, str]]
+    generation: dict[str, Any] = field(default_factory=dict)
+    output_schema: dict[str, Any] | None = None
+    schema_name: str = "answer"
+
+
+@dataclass
+class ChatResponse:
+    """The completion text with its usage (None when not reported).
+
+    `pause_for` is set when the provider reported an exhausted rate-limit budget
+    (`x-ratelimit-remaining-*: 0`): seconds until it resets.
+    """
+
+    text: str
+    usage: Usage | None
+    finish_reason: str | None
+    pause_for: float | None = None
+
+
+class Provider(Protocol):
+    """What the kernel calls. Errors are raised as `ai_module.errors.ProviderError`."""
+
+    name: str
+
+    async def chat(self, request: ChatRequest) -> ChatResponse: ...
+
+    async def aclose(self) -> None: ...

@@ -1,0 +1,276 @@
+"""`Task`: one declared job, its templates, output schema and result shape."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+from jinja2 import StrictUndefined, TemplateSyntaxError, UndefinedError
+from jinja2.exceptions import SecurityError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
+
+from ai_module.errors import (
+    InputError,
+    RenderError,
+    SchemaValidationError,
+    TaskError,
+)
+
+__all__ = ["Example", "ExampleInput", "Generation", "Task"]
+
+_ENVIRONMENT = ImmutableSandboxedEnvironment(
+    undefined=StrictUndefined,
+    autoescape=False,
+    keep_trailing_newline=False,
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+
+
+def _to_json(value: Any, indent: int | None = None) -> str:
+    # Jinja's own `tojson` escapes <, > and & for HTML, which a prompt does not want.
+    return json.dumps(value, ensure_ascii=False, indent=indent)
+
+
+_ENVIRONMENT.filters["tojson"] = _to_json
+_UNDEFINED_NAME = re.compile(r"'([^']+)' is undefined")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+class Example(BaseModel):
+    """A few-shot pair: an input record and the answer the model should give."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    input: dict[str, Any]
+    output: Any
+
+
+class Generation(BaseModel):
+    """Task defaults for generation; run settings override each field."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    temperature: float | None = Field(None, ge=0, le=2)
+    max_tokens: int | None = Field(None, ge=1)
+    top_p: float | None = Field(None, ge=0, le=1)
+    seed: int | None = None
+    stop: list[str] | str | None = None
+
+    def values(self) -> dict[str, Any]:
+        return {k: v for k, v in self.model_dump().items() if v is not None}
+
+
+class ExampleInput(BaseModel):
+    """The input file a task runs on when no `input=` is given.
+
+    `path` is relative to the task file; `fields` maps template variables to
+    the file's column names, as `input.fields` does on the command line.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: str
+    fields: dict[str, str] = Field(default_factory=dict)
+
+
+class Task(BaseModel):
+    """A batch job declared as data (see the README's "Adding a task").
+
+    `result_field` picks one field of the validated answer as the result;
+    without it the whole answer is the result. A task registered from Python can
+    replace that with any `parse_output` callable.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    description: str = ""
+    input_fields: list[str] = Field(default_factory=list)
+    optional_fields: list[str] = Field(default_factory=list)
+    system: str | None = None
+    system_file: str | None = None
+    user: str | None = None
+    user_file: str | None = None
+    output_schema: dict[str, Any]
+    examples: list[Example] = Field(default_factory=list)
+    generation: Generation = Field(default_factory=Generation)
+    result_field: str | None = None
+    example_input: ExampleInput | None = None
+    file: str | None = Field(None, description="the YAML file this task came from")
+
+    _system_template: Any = PrivateAttr(None)
+    _user_template: Any = PrivateAttr(None)
+    _validator: Any = PrivateAttr(None)
+    _parse_output: Callable[[Any], Any] | None = PrivateAttr(None)
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, value: str) -> str:
+        if not _NAME.match(value):
+            raise ValueError(
+                f"invalid task name {value!r}: use letters, digits, '_', '-' or '.'"
+            )
+        return value
+
+    @field_validator("example_input", mode="before")
+    @classmethod
+    def _example_input_shorthand(cls, value: Any) -> Any:
+        return {"path": value} if isinstance(value, str) else value
+
+    def model_post_init(self, __context: Any) -> None:
+        self._load_template_files()
+        if self.user is None:
+            raise self._error(
+                "user", "missing user template: set 'user' or 'user_file'"
+            )
+        self._system_template = self._compile("system", self.system)
+        self._user_template = self._compile("user", self.user)
+        self._check_schema()
+        for number, example in enumerate(self.examples):
+            try:
+                self._validator.validate(example.output)
+            except jsonschema.ValidationError as exc:
+                raise self._error(
+                    f"examples[{number}].output",
+                    f"example output does not match output_schema: {exc.message}",
+                ) from None
+
+    # -- loading ---------------------------------------------------------------
+
+    @property
+    def directory(self) -> Path | None:
+        return Path(self.file).parent if self.file else None
+
+    def _load_template_files(self) -> None:
+        for field in ("system", "user"):
+            relative = getattr(self, f"{field}_file")
+            if relative is None:
+                continue
+            if getattr(self, field) is not None:
+                raise self._error(
+                    field, f"set either '{field}' or '{field}_file', not both"
+                )
+            base = self.directory or Path.cwd()
+            path = base / relative
+            try:
+                object.__setattr__(self, field, path.read_text(encoding="utf-8"))
+            except OSError as exc:
+                raise self._error(
+                    f"{field}_file", f"cannot read template file {path}: {exc.strerror}"
+                ) from None
+
+    def _compile(self, field: str, source: str | None) -> Any:
+        if source is None:
+            return None
+        try:
+            return _ENVIRONMENT.from_string(source)
+        except TemplateSyntaxError as exc:
+            raise self._error(
+                field, f"template syntax error: {exc.message}", template_line=exc.lineno
+            ) from None
+
+    def _check_schema(self) -> None:
+        validator_class = jsonschema.validators.validator_for(
+            self.output_schema, default=jsonschema.Draft202012Validator
+        )
+        try:
+            validator_class.check_schema(self.output_schema)
+        except jsonschema.SchemaError as exc:
+            where = "/".join(str(p) for p in exc.absolute_path)
+            raise self._error(
+                "output_schema",
+                f"invalid JSON Schema at '{where or '(root)'}': {exc.message}",
+            ) from None
+        self._validator = validator_class(self.output_schema)
+
+    def _error(
+        self, field: str, message: str, template_line: int | None = None
+    ) -> TaskError:
+        from ai_module.tasks.loading import locate
+
+        where = locate(self.file, field, template_line) if self.file else None
+        prefix = f"{where}: " if where else ""
+        return TaskError(
+            f"{prefix}task {self.name!r}, field '{field}': {message}. Fix the task file "
+            "and check it with `aimod validate PATH`."
+        )
+
+    # -- use ---------------------------------------------------------------------
+
+    def render(self, record: Mapping[str, Any]) -> list[dict[str, str]]:
+        """Render the chat messages for one input record.
+
+        Values of the record are data: a value containing `{{ }}` is sent as
+        those characters, never evaluated as a template.
+        """
+        missing = [name for name in self.input_fields if name not in record]
+        if missing:
+            raise InputError(
+                f"record is missing field(s) {', '.join(map(repr, missing))} required "
+                f"by task {self.name!r} (it has: {', '.join(map(str, record)) or 'none'}). "
+                "Map an input column with input.fields.NAME=COLUMN."
+            )
+        messages = []
+        if self._system_template is not None:
+            messages.append(
+                {"role": "system", "content": self._render("system", record)}
+            )
+        for example in self.examples:
+            messages.append(
+                {"role": "user", "content": self._render("user", example.input)}
+            )
+            messages.append({"role": "assistant", "content": _to_json(example.output)})
+        messages.append({"role": "user", "content": self._render("user", record)})
+        return messages
+
+    def _render(self, field: str, record: Mapping[str, Any]) -> str:
+        template = self._system_template if field == "system" else self._user_template
+        context = {name: None for name in self.optional_fields}
+        context.update(record)
+        try:
+            return template.render(context).strip()
+        except UndefinedError as exc:
+            match = _UNDEFINED_NAME.search(str(exc))
+            name = match.group(1) if match else str(exc)
+            raise RenderError(
+                f"task {self.name!r}, {field} template: variable {name!r} is undefined "
+                "for this record. Add it to the input, map a column to it with "
+                f"input.fields.{name}=COLUMN, or list it in the task's optional_fields."
+            ) from None
+        except SecurityError as exc:
+            raise RenderError(
+                f"task {self.name!r}, {field} template: unsafe operation rejected by "
+                f"the sandbox: {exc}"
+            ) from None
+
+    def validate_output(self, value: Any) -> None:
+        """Raise SchemaValidationError listing how `value` breaks the schema."""
+        errors = sorted(self._validator.iter_errors(value), key=lambda e: list(e.path))
+        if errors:
+            details = "; ".join(
+                f"at '{'/'.join(map(str, e.absolute_path)) or '(root)'}': {e.message}"
+                for e in errors[:5]
+            )
+            raise SchemaValidationError(
+                f"answer does not match the output schema: {details}"
+            )
+
+    def parse_output(self, value: Any) -> Any:
+        """Turn the validated answer into the item's result."""
+        if self._parse_output is not None:
+            return self._parse_output(value)
+        if self.result_field is not None:
+            return value[self.result_field]
+        return value
+
+    def with_parser(self, parse_output: Callable[[Any], Any]) -> Task:
+        """Return a copy whose `parse_output` is the given callable."""
+        task = self.model_copy()
+        task._parse_output = parse_output
+        return task
