@@ -1,0 +1,176 @@
+"""The `aimod` command: a Hydra app plus the subcommands tasks, validate, runs, export.
+
+`aimod key=value ...` composes `conf/config.yaml` with the chosen provider and
+task and runs one batch; `aimod -m ...` sweeps. Before Hydra sees the command
+line, overrides that carry a secret are rejected (Hydra would write them into
+the run's `.hydra/` snapshot), and `input=FILE` is rewritten to
+`input.path=FILE` so that `input.fields.*` can live beside it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import tempfile
+import uuid
+from pathlib import Path
+
+from ai_module.errors import AimodError
+from ai_module.paths import builtin_conf_dir
+
+__all__ = ["main"]
+
+SUBCOMMANDS = ("tasks", "validate", "runs", "export")
+_SECRET_KEY = re.compile(
+    r"^[+~]*(?:[\w.]*\.)?(api[_-]?key|authorization|password|secret|token)\s*=",
+    re.IGNORECASE,
+)
+_SECRET_VALUE = re.compile(r"=\s*['\"]?(sk-[A-Za-z0-9_-]{8,}|Bearer\s)", re.IGNORECASE)
+_EXIT_FILE_ENV = "AIMOD_EXIT_CODES_FILE"
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the `aimod` console script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in SUBCOMMANDS:
+        from ai_module.commands import run_subcommand
+
+        sys.exit(run_subcommand(argv))
+
+    for argument in argv:
+        if _SECRET_KEY.match(argument) or _SECRET_VALUE.search(argument):
+            key = argument.split("=", 1)[0]
+            sys.stderr.write(
+                f"aimod: error: {key}=... looks like a secret. API keys are read from "
+                "the environment only, so they never reach logs or run snapshots: "
+                "export OPENAI_API_KEY=... (or the variable your provider uses, "
+                "chosen with api_key_env=NAME) and run again without it.\n"
+            )
+            sys.exit(2)
+    argv = [_rewrite_input(argument) for argument in argv]
+    sys.exit(_run_hydra(argv))
+
+
+def _rewrite_input(argument: str) -> str:
+    for prefix in ("input=", "+input=", "++input="):
+        if argument.startswith(prefix):
+            return "input.path=" + argument[len(prefix) :]
+    return argument
+
+
+def _register_resolvers() -> None:
+    from omegaconf import OmegaConf
+
+    if not OmegaConf.has_resolver("aimod_uid"):
+        # Cached per config, and Hydra copies the cache into each sweep job, so
+        # every job of one sweep shares the sweep folder.
+        OmegaConf.register_new_resolver(
+            "aimod_uid", lambda: uuid.uuid4().hex[:6], use_cache=True
+        )
+
+
+def _run_hydra(argv: list[str]) -> int:
+    import hydra
+
+    from ai_module import hydra_source
+
+    hydra_source.register()
+    _register_resolvers()
+
+    handle, exit_file = tempfile.mkstemp(prefix="aimod-exit-", suffix=".txt")
+    os.close(handle)
+    os.environ[_EXIT_FILE_ENV] = exit_file
+    hydra_main = hydra.main(
+        config_path=str(builtin_conf_dir()), config_name="config", version_base="1.3"
+    )(_task_function)
+    saved_argv = sys.argv
+    sys.argv = [saved_argv[0] if saved_argv else "aimod", *argv]
+    hydra_code = 0
+    try:
+        hydra_main()
+    except SystemExit as exc:
+        hydra_code = exc.code if isinstance(exc.code, int) else 1
+    finally:
+        sys.argv = saved_argv
+        codes = _read_exit_codes(exit_file)
+        os.environ.pop(_EXIT_FILE_ENV, None)
+    if codes:
+        return max(codes)
+    # Hydra exits 1 on composition errors (unknown task, bad override); those
+    # are usage errors, like our own.
+    return 2 if hydra_code == 1 else hydra_code
+
+
+def _read_exit_codes(path: str) -> list[int]:
+    try:
+        text = Path(path).read_text()
+        Path(path).unlink()
+    except OSError:
+        return []
+    return [int(line) for line in text.split() if line.strip().lstrip("-").isdigit()]
+
+
+def _record_exit_code(code: int) -> None:
+    path = os.environ.get(_EXIT_FILE_ENV)
+    if path:
+        with open(path, "a") as handle:
+            handle.write(f"{code}\n")
+
+
+def _task_function(cfg) -> int:  # noqa: ANN001 - Hydra passes a DictConfig
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+    from omegaconf import OmegaConf
+
+    from ai_module.plan import build_plan, find_secrets
+    from ai_module.runner import ExitCode, error_exit_code, execute_run
+
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    sweep_dir = Path(hydra_cfg.sweep.dir) if hydra_cfg.mode == RunMode.MULTIRUN else None
+
+    plain = OmegaConf.to_container(cfg, resolve=False)
+    secrets = find_secrets({k: v for k, v in plain.items() if k != "task"})
+    if secrets:
+        _remove_snapshot(run_dir)
+        _fail(
+            f"the configuration contains {', '.join(secrets)}: API keys are read from "
+            "the environment only. Remove it and set the provider's key variable "
+            "(api_key_env) instead."
+        )
+        _record_exit_code(ExitCode.USAGE)
+        return ExitCode.USAGE
+
+    try:
+        plan = build_plan(cfg, run_dir, sweep_dir)
+        summary = execute_run(plan)
+    except AimodError as exc:
+        _fail(str(exc))
+        code = error_exit_code(exc)
+        _record_exit_code(code)
+        return code
+
+    from ai_module.summary_text import format_summary
+
+    sys.stdout.write(format_summary(summary))
+    sys.stdout.flush()
+    _record_exit_code(summary.exit_code)
+    return summary.exit_code
+
+
+def _fail(message: str) -> None:
+    sys.stderr.write(f"aimod: error: {message}\n")
+    sys.stderr.flush()
+
+
+def _remove_snapshot(run_dir: Path) -> None:
+    for name in ("config.yaml", "overrides.yaml", "hydra.yaml"):
+        try:
+            (run_dir / ".hydra" / name).unlink()
+        except OSError:
+            pass
+
+
+if __name__ == "__main__":
+    main()

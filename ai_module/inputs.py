@@ -1,0 +1,218 @@
+"""Stream input records from JSONL, a JSON array or CSV files, gzipped or not.
+
+Readers yield `(line, record)` pairs, where `record` is a dict or, for a
+malformed record, an `InputError` naming the file and line: one bad record is
+an error for that record only.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+
+from ai_module.errors import InputError
+
+__all__ = ["count_records", "detect_format", "read_records"]
+
+FORMATS = ("jsonl", "json", "csv")
+# A record over this size is rejected rather than sent: it is almost always a
+# broken file (a missing newline), and would cost a fortune as a prompt.
+DEFAULT_MAX_RECORD_BYTES = 4 * 1024 * 1024
+
+
+def detect_format(path: Path) -> str:
+    """Guess the format from the file name (`.jsonl`, `.json`, `.csv`, `.gz`)."""
+    suffixes = [s.lower() for s in path.suffixes if s.lower() != ".gz"]
+    suffix = suffixes[-1] if suffixes else ""
+    if suffix in (".jsonl", ".ndjson"):
+        return "jsonl"
+    if suffix == ".json":
+        return "json"
+    if suffix in (".csv", ".tsv"):
+        return "csv"
+    raise InputError(
+        f"cannot tell the format of {path} from its name: use .jsonl, .json or .csv "
+        "(optionally .gz), or set input.format=jsonl|json|csv"
+    )
+
+
+def _open_binary(path: Path) -> IO[bytes]:
+    if not path.exists():
+        raise InputError(f"input file not found: {path}. Check the path given as input=")
+    if path.is_dir():
+        raise InputError(f"input {path} is a folder; give a file with input=FILE")
+    try:
+        handle = path.open("rb")
+        if path.suffix.lower() == ".gz":
+            return gzip.open(handle, "rb")  # type: ignore[return-value]
+        return handle
+    except OSError as exc:
+        raise InputError(f"cannot open input file {path}: {exc.strerror}") from None
+
+
+def read_records(
+    path: str | Path,
+    *,
+    fmt: str | None = None,
+    fields: Mapping[str, str] | None = None,
+    limit: int | None = None,
+    max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
+) -> Iterator[tuple[int, dict[str, Any] | InputError]]:
+    """Yield `(line, record)` for each record of the file, streaming.
+
+    `fields` maps template variables to the file's column names; the original
+    columns stay in the record too. `limit` stops after that many records.
+    """
+    path = Path(path)
+    fmt = fmt or detect_format(path)
+    if fmt not in FORMATS:
+        raise InputError(f"invalid input.format {fmt!r}: use one of {', '.join(FORMATS)}")
+    reader = {"jsonl": _read_jsonl, "json": _read_json_array, "csv": _read_csv}[fmt]
+    mapping = dict(fields or {})
+    count = 0
+    for line, record in reader(path, max_record_bytes):
+        if limit is not None and count >= limit:
+            return
+        count += 1
+        if isinstance(record, InputError) or not mapping:
+            yield line, record
+        else:
+            yield line, _map_fields(path, line, record, mapping)
+    if count == 0:
+        raise InputError(f"input file {path} contains no records")
+
+
+def _map_fields(
+    path: Path, line: int, record: dict[str, Any], mapping: dict[str, str]
+) -> dict[str, Any] | InputError:
+    mapped = dict(record)
+    for variable, column in mapping.items():
+        if column not in record:
+            columns = ", ".join(map(str, record)) or "none"
+            return InputError(
+                f"{path}:{line}: column {column!r} (mapped to {variable!r} by "
+                f"input.fields.{variable}) not found; the record has: {columns}"
+            )
+        mapped[variable] = record[column]
+    return mapped
+
+
+def _read_jsonl(path: Path, max_bytes: int) -> Iterator[tuple[int, Any]]:
+    with _open_binary(path) as handle:
+        for number, raw in enumerate(handle, start=1):
+            if not raw.strip():
+                continue
+            if len(raw) > max_bytes:
+                yield number, InputError(
+                    f"{path}:{number}: record is {len(raw) / 1e6:.1f} MB, over the "
+                    f"limit of {max_bytes / 1e6:.1f} MB; split it or raise "
+                    "input.max_record_bytes"
+                )
+                continue
+            yield number, _parse_json_record(path, number, raw)
+
+
+def _parse_json_record(path: Path, line: int, raw: bytes) -> dict[str, Any] | InputError:
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        problem = "invalid UTF-8" if _invalid_utf8(raw) else str(exc)
+        return InputError(
+            f"{path}:{line}: malformed JSON record ({problem}); fix or remove the line"
+        )
+    if not isinstance(value, dict):
+        return InputError(
+            f"{path}:{line}: a record must be a JSON object, got {type(value).__name__}"
+        )
+    return value
+
+
+def _invalid_utf8(raw: bytes) -> bool:
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return True
+    return False
+
+
+def _read_json_array(path: Path, max_bytes: int) -> Iterator[tuple[int, Any]]:
+    # NOTE: a JSON array is parsed whole, so its memory grows with the file;
+    # JSONL streams and is the format to use for large inputs.
+    with _open_binary(path) as handle:
+        raw = handle.read()
+    try:
+        values = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InputError(f"{path}: invalid JSON ({exc}); fix the file") from None
+    if isinstance(values, dict):
+        values = [values]
+    if not isinstance(values, list):
+        raise InputError(f"{path}: expected a JSON array of objects")
+    for number, value in enumerate(values, start=1):
+        if not isinstance(value, dict):
+            yield number, InputError(
+                f"{path}: element {number} must be a JSON object, got "
+                f"{type(value).__name__}"
+            )
+        else:
+            yield number, value
+
+
+def _read_csv(path: Path, max_bytes: int) -> Iterator[tuple[int, Any]]:
+    delimiter = "\t" if ".tsv" in [s.lower() for s in path.suffixes] else ","
+    with _open_binary(path) as binary:
+        text = io.TextIOWrapper(binary, encoding="utf-8", errors="strict", newline="")
+        reader = csv.reader(text, delimiter=delimiter)
+        try:
+            header = next(reader)
+        except StopIteration:
+            return
+        except UnicodeDecodeError:
+            raise InputError(f"{path}:1: header is not valid UTF-8") from None
+        while True:
+            try:
+                row = next(reader)
+            except StopIteration:
+                return
+            except UnicodeDecodeError:
+                raise InputError(
+                    f"{path}: invalid UTF-8 after line {reader.line_num}; convert the "
+                    "file to UTF-8 (iconv -f LATIN1 -t UTF-8)"
+                ) from None
+            except csv.Error as exc:
+                yield reader.line_num, InputError(f"{path}:{reader.line_num}: {exc}")
+                continue
+            if not row:
+                continue
+            if len(row) != len(header):
+                yield reader.line_num, InputError(
+                    f"{path}:{reader.line_num}: row has {len(row)} fields but the "
+                    f"header has {len(header)}; fix the quoting or the row"
+                )
+                continue
+            yield reader.line_num, dict(zip(header, row))
+
+
+def count_records(path: str | Path, fmt: str | None = None, limit: int | None = None) -> int | None:
+    """Count records cheaply for progress and ETA, or return None if unknown."""
+    path = Path(path)
+    try:
+        fmt = fmt or detect_format(path)
+        if fmt != "jsonl":
+            return None
+        total = 0
+        with _open_binary(path) as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                total += chunk.count(b"\n")
+                if limit is not None and total >= limit:
+                    return limit
+        # NOTE: blank lines count too, so this is an upper bound for the ETA.
+        return total if limit is None else min(total, limit)
+    except (InputError, OSError):
+        return None

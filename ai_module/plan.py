@@ -1,0 +1,120 @@
+"""Turn the composed Hydra config into a `RunPlan`, checking every setting."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+from pydantic import ValidationError
+
+from ai_module.config import AIConfig
+from ai_module.errors import ConfigError, InputError, TaskError
+from ai_module.runner import RunPlan
+from ai_module.tasks import list_tasks, task_from_mapping
+
+__all__ = ["build_plan", "find_secrets"]
+
+_AI_FIELDS = set(AIConfig.model_fields) - {"provider", "options"}
+_SECRET_NAMES = {"api_key", "apikey", "authorization", "password", "secret", "token"}
+
+
+def find_secrets(node: Any, path: str = "") -> list[str]:
+    """Return the dotted paths of keys in a config that look like secrets."""
+    found = []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            dotted = f"{path}.{key}" if path else str(key)
+            if str(key).lower().replace("-", "_") in _SECRET_NAMES:
+                found.append(dotted)
+            found.extend(find_secrets(value, dotted))
+    elif isinstance(node, list):
+        for number, value in enumerate(node):
+            found.extend(find_secrets(value, f"{path}[{number}]"))
+    return found
+
+
+def _container(cfg: DictConfig, key: str) -> Any:
+    try:
+        if key not in cfg:
+            return None
+        value = cfg[key]
+        if OmegaConf.is_config(value):
+            return OmegaConf.to_container(value, resolve=True)
+        return value
+    except OmegaConfBaseException as exc:
+        raise ConfigError(
+            f"cannot resolve setting '{key}': {exc}. A literal '${{' in a template "
+            "must be written as '\\${'."
+        ) from None
+
+
+def build_ai_config(cfg: DictConfig) -> AIConfig:
+    provider = _container(cfg, "provider") or {}
+    values = {name: _container(cfg, name) for name in _AI_FIELDS if name in cfg}
+    values["provider"] = provider.get("name") or "openai"
+    options = dict(provider.get("options") or {})
+    options.update(_container(cfg, "options") or {})
+    values["options"] = options
+    try:
+        return AIConfig(**values)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            field = ".".join(str(part) for part in error["loc"]) or "(config)"
+            value = values.get(field, error.get("input"))
+            problems.append(f"{field}={value!r}: {error['msg']}")
+        raise ConfigError(
+            "invalid setting " + "; ".join(problems) + ". See `aimod --help` for "
+            "the settings and their ranges."
+        ) from None
+
+
+def build_plan(cfg: DictConfig, run_dir: Path, sweep_dir: Path | None = None) -> RunPlan:
+    """Check the composed config and resolve the task, input and store paths."""
+    if cfg.get("task") is None:
+        names = ", ".join(info.name for info in list_tasks()) or "none"
+        raise TaskError(f"no task given: add task=NAME. Available tasks: {names}")
+    task_data = _container(cfg, "task")
+    task = task_from_mapping(task_data, file=task_data.get("file"))
+    ai = build_ai_config(cfg)
+
+    input_cfg = _container(cfg, "input") or {}
+    fields = dict(input_cfg.get("fields") or {})
+    if input_cfg.get("path"):
+        input_path = Path(str(input_cfg["path"])).expanduser()
+    elif task.example_input is not None:
+        base = task.directory or Path.cwd()
+        input_path = base / task.example_input.path
+        fields = fields or dict(task.example_input.fields)
+    else:
+        raise InputError(
+            f"no input: give input=FILE (task {task.name!r} names no example input)"
+        )
+
+    limit = cfg.get("limit")
+    if limit is not None and (not isinstance(limit, int) or limit < 1):
+        raise ConfigError(f"invalid setting limit={limit!r}: give a whole number >= 1")
+    max_record_bytes = input_cfg.get("max_record_bytes") or 4 * 1024 * 1024
+    if not isinstance(max_record_bytes, int) or max_record_bytes < 1:
+        raise ConfigError(
+            f"invalid setting input.max_record_bytes={max_record_bytes!r}: give bytes"
+        )
+    store = cfg.get("store")
+    store_path = None if store in (None, "", "null", "none", False) else Path(str(store))
+
+    return RunPlan(
+        task=task,
+        ai=ai,
+        input_path=input_path,
+        input_format=input_cfg.get("format"),
+        input_fields={str(k): str(v) for k, v in fields.items()},
+        max_record_bytes=max_record_bytes,
+        limit=limit,
+        store_path=store_path,
+        resume=bool(cfg.get("resume", True)),
+        progress=bool(cfg.get("progress", True)),
+        run_dir=run_dir,
+        sweep_dir=sweep_dir,
+    )

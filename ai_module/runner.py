@@ -1,0 +1,377 @@
+"""One run of the `aimod` command: input in, results and summary out.
+
+The runner streams the input, lets the store answer every request it already
+has, drives the orchestrator, commits each finished item to the store within a
+fraction of a second, writes `results.jsonl` in input order and `summary.json`,
+and turns Ctrl-C or SIGTERM into a clean stop that keeps everything finished.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from ai_module.config import AIConfig
+from ai_module.errors import (
+    AimodError,
+    ConfigError,
+    InputError,
+    RunAbortedError,
+    StoreError,
+)
+from ai_module.inputs import count_records, read_records
+from ai_module.kernel import BatchContext
+from ai_module.orchestrator import ItemResult, stream_batch
+from ai_module.progress import Progress
+from ai_module.providers import create_provider
+from ai_module.store import Store
+from ai_module.tasks import Task
+
+__all__ = ["ExitCode", "RunPlan", "RunSummary", "execute_run"]
+
+logger = logging.getLogger(__name__)
+
+# Seconds in-flight calls get to finish after Ctrl-C or SIGTERM.
+_STOP_GRACE = 5.0
+_FLUSH_INTERVAL = 0.25
+
+
+class ExitCode:
+    """Exit codes of `aimod`, also listed in the README."""
+
+    OK = 0
+    ITEMS_FAILED = 1
+    USAGE = 2
+    ABORTED = 3
+    STORE = 4
+    INTERRUPTED = 130
+
+
+@dataclass
+class RunPlan:
+    """Everything one run needs, resolved from the Hydra config."""
+
+    task: Task
+    ai: AIConfig
+    input_path: Path
+    input_format: str | None = None
+    input_fields: dict[str, str] = field(default_factory=dict)
+    max_record_bytes: int = 4 * 1024 * 1024
+    limit: int | None = None
+    store_path: Path | None = None
+    resume: bool = True
+    progress: bool = True
+    run_dir: Path = Path(".")
+    sweep_dir: Path | None = None
+
+
+@dataclass
+class RunSummary:
+    """The figures written to `summary.json` and printed at the end."""
+
+    run_id: str
+    task: str
+    provider: str
+    model: str
+    status: str = "running"
+    exit_code: int = ExitCode.OK
+    total: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    not_attempted: int = 0
+    from_store: int = 0
+    requests: int = 0
+    retries: int = 0
+    rate_limited: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    duration_s: float = 0.0
+    items_per_s: float = 0.0
+    run_dir: str = ""
+    store: str | None = None
+    input: str = ""
+    message: str | None = None
+    errors_by_type: dict[str, int] = field(default_factory=dict)
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(asdict(self), option=orjson.OPT_INDENT_2)
+
+
+def execute_run(plan: RunPlan) -> RunSummary:
+    """Run the plan to the end (or to a stop) and write the run's outputs."""
+    return asyncio.run(_Run(plan).run())
+
+
+class _Run:
+    def __init__(self, plan: RunPlan) -> None:
+        self.plan = plan
+        self.summary = RunSummary(
+            run_id=f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}",
+            task=plan.task.name,
+            provider=plan.ai.provider,
+            model=plan.ai.model,
+            run_dir=str(plan.run_dir),
+            store=str(plan.store_path) if plan.store_path else None,
+            input=str(plan.input_path),
+        )
+        self.store: Store | None = None
+        self.stop_requested = 0
+        self.lines: dict[int, int] = {}
+        self.reorder: dict[int, ItemResult] = {}
+        self.next_to_write = 0
+
+    async def run(self) -> RunSummary:
+        plan = self.plan
+        started = time.monotonic()
+        plan.run_dir.mkdir(parents=True, exist_ok=True)
+        provider = create_provider(plan.ai)
+        try:
+            if plan.store_path is not None:
+                self.store = Store(plan.store_path)
+                self.store.start_run(
+                    self.summary.run_id,
+                    task=plan.task.name,
+                    provider=plan.ai.provider,
+                    model=plan.ai.model,
+                    run_dir=str(plan.run_dir),
+                    input=str(plan.input_path),
+                )
+            cache = self.store if (self.store is not None and plan.resume) else None
+            ctx = BatchContext.create(plan.ai, provider, cache)
+            if self.store is not None and not plan.resume:
+                ctx.cache = _WriteOnly(self.store)
+            await self._drive(ctx)
+        finally:
+            await provider.aclose()
+            self.summary.duration_s = round(time.monotonic() - started, 3)
+            self._finish()
+        return self.summary
+
+    # -- the main loop ---------------------------------------------------------------
+
+    def _records(self) -> Iterator[Any]:
+        plan = self.plan
+        index = 0
+        for line, record in read_records(
+            plan.input_path,
+            fmt=plan.input_format,
+            fields=plan.input_fields,
+            limit=plan.limit,
+            max_record_bytes=plan.max_record_bytes,
+        ):
+            if self.stop_requested:
+                return
+            self.lines[index] = line
+            index += 1
+            yield record
+
+    async def _drive(self, ctx: BatchContext) -> None:
+        plan = self.plan
+        total = count_records(plan.input_path, plan.input_format, plan.limit)
+        progress = Progress(total, enabled=plan.progress)
+        results_path = plan.run_dir / "results.jsonl"
+        loop = asyncio.get_running_loop()
+        consumer = asyncio.current_task()
+        flusher = asyncio.create_task(self._flush_periodically())
+        self._install_signal_handlers(loop, consumer)
+        try:
+            with results_path.open("wb") as results:
+                try:
+                    async for item in stream_batch(plan.task, self._records(), context=ctx):
+                        self._account(item, ctx)
+                        progress.update(failed=not item.ok, from_store=item.from_store)
+                        self.reorder[item.index] = item
+                        self._write_ready(results)
+                except asyncio.CancelledError:
+                    if not self.stop_requested:
+                        raise
+                    logger.warning("in-flight calls abandoned after the stop request")
+                finally:
+                    self._write_remaining(results)
+        finally:
+            progress.close()
+            self._remove_signal_handlers(loop)
+            flusher.cancel()
+            await asyncio.gather(flusher, return_exceptions=True)
+        if ctx.abort_error is not None:
+            self.summary.status = "aborted"
+            self.summary.message = str(ctx.abort_error)
+        self.summary.retries = ctx.retries
+        self.summary.rate_limited = ctx.rate_limited
+
+    def _account(self, item: ItemResult, ctx: BatchContext) -> None:
+        summary = self.summary
+        summary.total += 1
+        summary.requests += item.attempts
+        if item.usage is not None:
+            summary.prompt_tokens += item.usage.prompt_tokens
+            summary.completion_tokens += item.usage.completion_tokens
+        if item.ok:
+            summary.succeeded += 1
+            summary.from_store += item.from_store
+        elif isinstance(item.error, RunAbortedError):
+            summary.not_attempted += 1
+        else:
+            summary.failed += 1
+            name = type(item.error).__name__
+            summary.errors_by_type[name] = summary.errors_by_type.get(name, 0) + 1
+            logger.info("item %d failed: %s", item.index, item.error)
+        if self.store is not None and not isinstance(item.error, RunAbortedError):
+            error = None if item.ok else f"{type(item.error).__name__}: {item.error}"
+            self.store.record_item(
+                summary.run_id, item.index, item.request_key, error, item.attempts
+            )
+
+    def _write_ready(self, results: Any) -> None:
+        while self.next_to_write in self.reorder:
+            item = self.reorder.pop(self.next_to_write)
+            results.write(self._result_line(item))
+            self.next_to_write += 1
+
+    def _write_remaining(self, results: Any) -> None:
+        self._write_ready(results)
+        for index in sorted(self.reorder):
+            results.write(self._result_line(self.reorder.pop(index)))
+
+    def _result_line(self, item: ItemResult) -> bytes:
+        line = {
+            "index": item.index,
+            "line": self.lines.pop(item.index, None),
+            "input": item.record,
+            "output": item.value if item.ok else None,
+            "error": None if item.ok else _describe(item.error),
+            "attempts": item.attempts,
+            "from_store": item.from_store,
+        }
+        return orjson.dumps(line, default=str, option=orjson.OPT_APPEND_NEWLINE)
+
+    async def _flush_periodically(self) -> None:
+        if self.store is None:
+            return
+        while True:
+            await asyncio.sleep(_FLUSH_INTERVAL)
+            try:
+                await asyncio.to_thread(self.store.flush)
+            except StoreError as exc:
+                logger.error("%s", exc)
+
+    # -- signals -----------------------------------------------------------------------
+
+    def _install_signal_handlers(
+        self, loop: asyncio.AbstractEventLoop, consumer: asyncio.Task | None
+    ) -> None:
+        def on_signal(signum: int) -> None:
+            self.stop_requested += 1
+            name = signal.Signals(signum).name
+            if self.stop_requested == 1:
+                logger.warning(
+                    "%s received: sending no new requests, waiting up to %.0f s for "
+                    "calls in flight (again to stop at once)", name, _STOP_GRACE
+                )
+                loop.call_later(_STOP_GRACE, _cancel, consumer)
+            else:
+                _cancel(consumer)
+
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(signum, on_signal, signum)
+            except (NotImplementedError, RuntimeError):  # not the main thread
+                pass
+
+    @staticmethod
+    def _remove_signal_handlers(loop: asyncio.AbstractEventLoop) -> None:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.remove_signal_handler(signum)
+            except (NotImplementedError, RuntimeError):
+                pass
+
+    # -- the end -------------------------------------------------------------------------
+
+    def _finish(self) -> None:
+        summary = self.summary
+        if summary.duration_s > 0:
+            summary.items_per_s = round(summary.total / summary.duration_s, 2)
+        if self.stop_requested:
+            summary.status = "interrupted"
+            summary.exit_code = ExitCode.INTERRUPTED
+        elif summary.status == "aborted":
+            summary.exit_code = ExitCode.ABORTED
+        elif summary.failed or summary.not_attempted:
+            summary.status = "completed with errors"
+            summary.exit_code = ExitCode.ITEMS_FAILED
+        else:
+            summary.status = "completed"
+        if self.store is not None:
+            try:
+                self.store.finish_run(
+                    summary.run_id,
+                    status=summary.status,
+                    total=summary.total,
+                    succeeded=summary.succeeded,
+                    failed=summary.failed,
+                    from_store=summary.from_store,
+                    prompt_tokens=summary.prompt_tokens,
+                    completion_tokens=summary.completion_tokens,
+                )
+            except StoreError as exc:
+                summary.message = f"{summary.message or ''} {exc}".strip()
+                summary.exit_code = ExitCode.STORE
+            finally:
+                self.store.close()
+        (self.plan.run_dir / "summary.json").write_bytes(summary.to_json())
+        if self.plan.sweep_dir is not None:
+            _append_sweep_listing(self.plan.sweep_dir, summary)
+
+
+class _WriteOnly:
+    """A cache view of the store that stores answers but never serves them."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    def get(self, key: str) -> None:
+        return None
+
+    def put(self, key: str, output: Any, usage: Any) -> None:
+        self._store.put(key, output, usage)
+
+
+def _cancel(task: asyncio.Task | None) -> None:
+    if task is not None and not task.done():
+        task.cancel()
+
+
+def _describe(error: BaseException | None) -> dict[str, Any] | None:
+    if error is None:
+        return None
+    return {"type": type(error).__name__, "message": str(error)}
+
+
+def _append_sweep_listing(sweep_dir: Path, summary: RunSummary) -> None:
+    line = {
+        key: getattr(summary, key)
+        for key in ("run_dir", "task", "provider", "model", "status", "total",
+                    "succeeded", "failed", "from_store", "exit_code")
+    }
+    # One short write per job: O_APPEND keeps lines from parallel jobs whole.
+    with (sweep_dir / "runs.jsonl").open("ab") as listing:
+        listing.write(orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE))
+
+
+def error_exit_code(error: AimodError) -> int:
+    """Return the exit code for an error that stopped a run before it began."""
+    if isinstance(error, StoreError):
+        return ExitCode.STORE
+    if isinstance(error, (ConfigError, InputError)):
+        return ExitCode.USAGE
+    return ExitCode.USAGE
