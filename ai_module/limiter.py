@@ -92,10 +92,10 @@ class TokenLimiter:
     async def acquire(self, tokens: int) -> None:
         """Wait until `tokens` fit in the budget, then spend them."""
         tokens = min(max(tokens, 1), self.tokens_per_minute)
+        cost = tokens * self._seconds_per_token
         now = time.monotonic()
-        start = max(now, self._theoretical_arrival - 60.0)
-        self._theoretical_arrival = (
-            max(self._theoretical_arrival, start) + tokens * self._seconds_per_token
-        )
+        # The spend conforms once the bucket, one minute deep, has room for it.
+        start = max(now, self._theoretical_arrival + cost - 60.0)
+        self._theoretical_arrival = max(self._theoretical_arrival, start) + cost
         if start > now:
             await asyncio.sleep(start - now)
