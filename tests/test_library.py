@@ -1,0 +1,311 @@
+"""run_batch against the fake OpenAI-compatible server on 127.0.0.1 and the mock.
+
+The first tests run the README's Python snippets verbatim in a fresh
+interpreter; the rest drive faults through the real HTTP stack.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+from test_limiter import max_in_window
+
+from ai_module import AIConfig, run_batch, run_batch_sync
+from ai_module.errors import (
+    AuthenticationError,
+    ConfigError,
+    RunAbortedError,
+    SchemaValidationError,
+    TransientError,
+    TruncatedOutputError,
+)
+from ai_module.orchestrator import iter_batch
+
+NL2CYPHER_SNIPPET = textwrap.dedent(
+    """\
+    import asyncio
+    from ai_module.config import AIConfig
+    from ai_module.orchestrator import run_batch
+
+    cfg = AIConfig(provider="openai", model="gpt-4o-mini", parallelism=8, rps=4.0)
+    inputs = [
+        {"prompt": "list all projects"},
+        {"prompt": "count users"},
+        {"prompt": "create node Person name:Alice"},
+    ]
+    results = asyncio.run(run_batch("nl2cypher", inputs, cfg))
+    for i, r in enumerate(results):
+        if isinstance(r, Exception):
+            print(f"[{i}] ERROR:", r)
+        else:
+            print(f"[{i}] CYPHER:", r.get("cypher"), r.get("params"))
+    """
+)
+
+SUMMARIZE_SNIPPET = textwrap.dedent(
+    """\
+    import asyncio
+    from ai_module.config import AIConfig
+    from ai_module.orchestrator import run_batch
+
+    corpus = ["Graphs store relations.", "Queues order work.", "Caches trade memory for time."]
+    results = asyncio.run(run_batch("summarize", [{"text": t} for t in corpus],
+    AIConfig(parallelism=6, rps=3.0)))
+    for r in results:
+        print("SUMMARY:" if not isinstance(r, Exception) else "ERROR:", r)
+    """
+)
+
+
+def run_snippet(code: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.fixture
+def openai_env(fake_server, monkeypatch):
+    """Point the openai provider at the fake server, as the SDK's variables do."""
+    monkeypatch.setenv("OPENAI_API_KEY", fake_server.api_key)
+    monkeypatch.setenv("OPENAI_BASE_URL", fake_server.base_url)
+    return {"OPENAI_API_KEY": fake_server.api_key, "OPENAI_BASE_URL": fake_server.base_url}
+
+
+def test_nl2cypher_snippet_verbatim(fake_server, openai_env):
+    done = run_snippet(NL2CYPHER_SNIPPET, openai_env)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert [line[:12] for line in lines] == ["[0] CYPHER: ", "[1] CYPHER: ", "[2] CYPHER: "]
+    assert fake_server.stats()["ok"] == 3
+    bodies = fake_server.requests()
+    assert {body["body"]["model"] for body in bodies} == {"gpt-4o-mini"}
+
+
+def test_summarize_snippet_verbatim(fake_server, openai_env):
+    done = run_snippet(SUMMARIZE_SNIPPET, openai_env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("SUMMARY:") == 3
+    assert fake_server.stats()["ok"] == 3
+
+
+def test_snippet_with_mock_provider():
+    code = NL2CYPHER_SNIPPET.replace('provider="openai"', 'provider="mock"')
+    done = run_snippet(code, {"OPENAI_API_KEY": "", "OPENAI_BASE_URL": ""})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("CYPHER:") == 3
+
+
+def test_missing_key_raises_before_any_request(fake_server, monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.setenv("OPENAI_BASE_URL", fake_server.base_url)
+    with pytest.raises(ConfigError, match="OPENAI_API_KEY"):
+        asyncio.run(run_batch("summarize", [{"text": "x"}], AIConfig()))
+    assert fake_server.stats()["requests"] == 0
+
+
+def test_results_in_input_order_with_errors_in_place(fake_server, openai_env):
+    inputs = [{"text": f"text {n}"} for n in range(20)]
+    inputs[7] = {"wrong": "field"}
+    results = asyncio.run(run_batch("summarize", inputs, AIConfig(parallelism=5)))
+    assert len(results) == 20
+    assert isinstance(results[7], Exception)
+    assert all(isinstance(r, dict) for i, r in enumerate(results) if i != 7)
+    assert fake_server.stats()["ok"] == 19
+
+
+def test_parallelism_bounds_requests_in_flight(fake_server_factory, monkeypatch):
+    server = fake_server_factory(latency=0.1)
+    monkeypatch.setenv("OPENAI_API_KEY", server.api_key)
+    cfg = AIConfig(parallelism=4, base_url=server.base_url)
+    asyncio.run(run_batch("summarize", [{"text": str(n)} for n in range(24)], cfg))
+    assert server.stats()["max_in_flight"] == 4
+
+
+def test_limiter_at_server_rps5_parallelism50(fake_server_factory, monkeypatch):
+    server = fake_server_factory(record_starts=True)
+    monkeypatch.setenv("OPENAI_API_KEY", server.api_key)
+    cfg = AIConfig(parallelism=50, rps=5, base_url=server.base_url)
+    asyncio.run(run_batch("summarize", [{"text": str(n)} for n in range(14)], cfg))
+    starts = server.stats()["starts"]
+    assert len(starts) == 14
+    assert max_in_window(starts) <= 5 + 1
+
+
+def test_streaming_memory_bounded_by_parallelism():
+    """The stream pulls items lazily: never more than ~2 x parallelism ahead."""
+    pulled = 0
+    finished = 0
+    max_ahead = 0
+
+    def records():
+        nonlocal pulled
+        for n in range(2000):
+            pulled += 1
+            yield {"text": str(n)}
+
+    async def consume() -> None:
+        nonlocal finished, max_ahead
+        cfg = AIConfig(provider="mock", parallelism=8, options={"latency": 0.001})
+        async for _index, _result in iter_batch("summarize", records(), cfg):
+            finished += 1
+            max_ahead = max(max_ahead, pulled - finished)
+
+    asyncio.run(consume())
+    assert finished == 2000
+    assert max_ahead <= 2 * 8 + 1
+
+
+def test_async_iterable_input():
+    async def records():
+        for n in range(10):
+            await asyncio.sleep(0)
+            yield {"text": f"async {n}"}
+
+    async def consume() -> list:
+        cfg = AIConfig(provider="mock")
+        return [item async for item in iter_batch("summarize", records(), cfg)]
+
+    pairs = asyncio.run(consume())
+    assert sorted(index for index, _ in pairs) == list(range(10))
+
+
+def test_sync_helper_inside_running_loop():
+    async def notebook_cell() -> list:
+        return run_batch_sync("summarize", [{"text": "a"}, {"text": "b"}], AIConfig(provider="mock"))
+
+    results = asyncio.run(notebook_cell())
+    assert len(results) == 2
+    assert all("summary" in r for r in results)
+
+
+# -- faults at the fake server -------------------------------------------------
+
+
+def run_one(server, monkeypatch, **cfg_fields):
+    monkeypatch.setenv("OPENAI_API_KEY", server.api_key)
+    fields = {"base_url": server.base_url, "parallelism": 1, "retry_max_wait": 0.2}
+    fields.update(cfg_fields)
+    return asyncio.run(run_batch("summarize", [{"text": "one"}], AIConfig(**fields)))[0]
+
+
+def test_429_retry_never_earlier_than_retry_after(fake_server_factory, monkeypatch):
+    server = fake_server_factory(
+        record_starts=True,
+        script=[{"status": 429, "headers": {"Retry-After": "1"}}],
+    )
+    result = run_one(server, monkeypatch)
+    assert isinstance(result, dict)
+    starts = server.stats()["starts"]
+    assert len(starts) == 2
+    assert starts[1] - starts[0] >= 1.0
+
+
+def test_500_is_retried(fake_server_factory, monkeypatch):
+    server = fake_server_factory(fail_first=2)
+    result = run_one(server, monkeypatch)
+    assert isinstance(result, dict)
+    assert server.stats()["requests"] == 3
+
+
+def test_read_timeout_is_transient(fake_server_factory, monkeypatch):
+    server = fake_server_factory(latency=3)
+    began = time.monotonic()
+    result = run_one(server, monkeypatch, read_timeout=0.3, max_retries=1)
+    assert isinstance(result, TransientError)
+    assert "timed out" in str(result)
+    assert result.attempts == 2
+    assert time.monotonic() - began < 2.5
+
+
+def test_connection_that_never_answers(fake_server_factory, monkeypatch):
+    server = fake_server_factory(p_hang=1.0)
+    result = run_one(server, monkeypatch, read_timeout=0.3, max_retries=0)
+    assert isinstance(result, TransientError)
+    assert result.attempts == 1
+
+
+def test_401_is_not_retried_and_stops_the_batch(fake_server_factory, monkeypatch):
+    server = fake_server_factory(status_always=401)
+    monkeypatch.setenv("OPENAI_API_KEY", server.api_key)
+    cfg = AIConfig(base_url=server.base_url, parallelism=1)
+    results = asyncio.run(run_batch("summarize", [{"text": str(n)} for n in range(5)], cfg))
+    assert isinstance(results[0], AuthenticationError)
+    assert all(isinstance(r, RunAbortedError) for r in results[1:])
+    assert server.stats()["requests"] == 1
+
+
+def test_200_with_error_body_is_retried(fake_server_factory, monkeypatch):
+    server = fake_server_factory(
+        script=[{"status": 200, "body": {"error": {"message": "upstream overloaded"}}}]
+    )
+    result = run_one(server, monkeypatch)
+    assert isinstance(result, dict)
+    assert server.stats()["requests"] == 2
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        'Here you go:\n```json\n{"summary": "fenced"}\n```',
+        '{"summary": "with prose"}\nI hope this helps.',
+    ],
+)
+def test_fenced_and_prose_answers_are_accepted(fake_server_factory, monkeypatch, content):
+    server = fake_server_factory(script=[{"content": content}])
+    result = run_one(server, monkeypatch)
+    assert isinstance(result, dict)
+    assert result["summary"] in ("fenced", "with prose")
+    assert server.stats()["requests"] == 1
+
+
+def test_truncated_output_is_reported_as_truncated(fake_server_factory, monkeypatch):
+    server = fake_server_factory(
+        script=[{"content": '{"summary": "cut of', "finish_reason": "length"}]
+    )
+    result = run_one(server, monkeypatch)
+    assert isinstance(result, TruncatedOutputError)
+    assert "max_tokens" in str(result)
+    assert server.stats()["requests"] == 1
+
+
+def test_schema_violation_repaired_on_second_ask(fake_server_factory, monkeypatch):
+    server = fake_server_factory(record_bodies=True, script=[{"content": '{"sumary": 1}'}])
+    result = run_one(server, monkeypatch)
+    assert isinstance(result, dict)
+    bodies = [entry["body"] for entry in server.requests()]
+    assert len(bodies) == 2
+    repair = bodies[1]["messages"]
+    assert repair[-2] == {"role": "assistant", "content": '{"sumary": 1}'}
+    assert "could not be used" in repair[-1]["content"]
+
+
+def test_repairs_are_bounded(fake_server_factory, monkeypatch):
+    server = fake_server_factory(script=[{"content": "{}"}] * 5)
+    result = run_one(server, monkeypatch, max_repairs=2)
+    assert isinstance(result, SchemaValidationError)
+    assert server.stats()["requests"] == 3
+
+
+def test_consecutive_failures_stop_the_batch(fake_server_factory, monkeypatch):
+    server = fake_server_factory(status_always=500)
+    monkeypatch.setenv("OPENAI_API_KEY", server.api_key)
+    cfg = AIConfig(
+        base_url=server.base_url,
+        parallelism=2,
+        max_retries=1,
+        retry_max_wait=0.05,
+        max_consecutive_failures=4,
+    )
+    results = asyncio.run(run_batch("summarize", [{"text": str(n)} for n in range(200)], cfg))
+    assert sum(isinstance(r, RunAbortedError) for r in results) >= 190
+    assert server.stats()["requests"] <= 8
