@@ -205,13 +205,17 @@ def test_sweep_2x2_then_repeat_calls_nothing(tmp_path, server_env, fake_server):
 def test_joblib_sweep_shares_store(tmp_path, server_env, fake_server):
     write_jsonl(tmp_path / "in.jsonl", [{"text": f"t{n}"} for n in range(8)])
     args = ["-m", "hydra/launcher=joblib", "task=summarize", "input=in.jsonl",
-            "model=m-a,m-b", "parallelism=4,8"]
+            "model=m-a,m-b", "temperature=0,0.5"]
     done = aimod(*args, cwd=tmp_path, env=server_env, timeout=180)
     assert done.returncode == 0, done.stderr
-    # model decides the request, parallelism does not: 2 models x 8 records.
-    assert fake_server.stats()["ok"] == 16
+    assert fake_server.stats()["ok"] == 32
     (sweep,) = (tmp_path / "runs" / "multirun").iterdir()
     assert len((sweep / "runs.jsonl").read_text().splitlines()) == 4
+    assert _count(tmp_path / "runs" / "aimod.db", "responses") == 32
+
+    again = aimod(*args, cwd=tmp_path, env=server_env, timeout=180)
+    assert again.returncode == 0, again.stderr
+    assert fake_server.stats()["requests"] == 32
 
 
 def test_unknown_task_lists_available(tmp_path):
