@@ -128,7 +128,9 @@ def _task_function(cfg) -> int:  # noqa: ANN001 - Hydra passes a DictConfig
 
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
-    sweep_dir = Path(hydra_cfg.sweep.dir) if hydra_cfg.mode == RunMode.MULTIRUN else None
+    sweep_dir = (
+        Path(hydra_cfg.sweep.dir) if hydra_cfg.mode == RunMode.MULTIRUN else None
+    )
 
     plain = OmegaConf.to_container(cfg, resolve=False)
     secrets = find_secrets({k: v for k, v in plain.items() if k != "task"})

@@ -62,10 +62,14 @@ def run_subcommand(argv: list[str]) -> int:
 
 
 def _table(rows: list[list[str]], header: list[str]) -> str:
-    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
+    widths = [
+        max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))
+    ]
     lines = []
     for row in [header, *rows]:
-        cells = [str(cell).ljust(width) for cell, width in zip(row, widths)]
+        cells = [
+            str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)
+        ]
         lines.append("  ".join(cells).rstrip())
     return "\n".join(lines) + "\n"
 
@@ -83,7 +87,11 @@ def _validate(args: argparse.Namespace) -> int:
     from ai_module.tasks import get_task, load_task_file
 
     path = Path(args.path)
-    task = load_task_file(path) if path.suffix in (".yaml", ".yml") else get_task(args.path)
+    task = (
+        load_task_file(path)
+        if path.suffix in (".yaml", ".yml")
+        else get_task(args.path)
+    )
     out = sys.stdout
     out.write(f"{task.file or task.name}: task {task.name!r} is valid\n")
     out.write(f"  input fields: {', '.join(task.input_fields) or 'none'}\n")
@@ -157,7 +165,11 @@ def _results_file(run: str, store_path: str) -> Path:
 
 def _export(args: argparse.Namespace) -> int:
     path = _results_file(args.run, args.store)
-    output = open(args.output, "w", newline="", encoding="utf-8") if args.output else sys.stdout
+    output = (
+        open(args.output, "w", newline="", encoding="utf-8")
+        if args.output
+        else sys.stdout
+    )
     try:
         if args.format == "jsonl":
             with path.open(encoding="utf-8") as results:

@@ -58,10 +58,10 @@ class AIConfig(BaseModel):
                 if str(name).lower() in _SECRET_FIELDS:
                     provider = str(data.get("provider", "openai"))
                     env = data.get("api_key_env") or preset_for(provider).key_env
+                    variable = env or "the variable named by api_key_env"
                     raise ValueError(
                         f"'{name}' is not accepted: API keys are read from the "
-                        f"environment only. Set {env or 'the variable named by api_key_env'}"
-                        " instead."
+                        f"environment only. Set {variable} instead."
                     )
         return data
 

@@ -71,7 +71,9 @@ def build_ai_config(cfg: DictConfig) -> AIConfig:
         ) from None
 
 
-def build_plan(cfg: DictConfig, run_dir: Path, sweep_dir: Path | None = None) -> RunPlan:
+def build_plan(
+    cfg: DictConfig, run_dir: Path, sweep_dir: Path | None = None
+) -> RunPlan:
     """Check the composed config and resolve the task, input and store paths."""
     if cfg.get("task") is None:
         names = ", ".join(info.name for info in list_tasks()) or "none"
@@ -102,7 +104,9 @@ def build_plan(cfg: DictConfig, run_dir: Path, sweep_dir: Path | None = None) ->
             f"invalid setting input.max_record_bytes={max_record_bytes!r}: give bytes"
         )
     store = cfg.get("store")
-    store_path = None if store in (None, "", "null", "none", False) else Path(str(store))
+    store_path = (
+        None if store in (None, "", "null", "none", False) else Path(str(store))
+    )
 
     return RunPlan(
         task=task,

@@ -28,7 +28,9 @@ def format_summary(summary: RunSummary) -> str:
         f"  results    {summary.run_dir}/results.jsonl",
     ]
     if summary.errors_by_type:
-        counts = ", ".join(f"{name} {count}" for name, count in summary.errors_by_type.items())
+        counts = ", ".join(
+            f"{name} {count}" for name, count in summary.errors_by_type.items()
+        )
         lines.append(f"  errors     {counts}")
     if summary.message:
         lines.append(f"  stopped    {summary.message}")

@@ -28,8 +28,8 @@ def load_task_file(path: str | Path) -> Task:
         where = f"{path}:{mark.line + 1}" if mark else str(path)
         problem = getattr(exc, "problem", None) or str(exc)
         raise TaskError(
-            f"{where}: invalid YAML: {problem}. A template that starts with '{{' must be "
-            "a block scalar ('user: |' and the template on the next lines)."
+            f"{where}: invalid YAML: {problem}. A template that starts with '{{' "
+            "must be a block scalar ('user: |' and the template on the next lines)."
         ) from None
     if not isinstance(data, dict):
         raise TaskError(

@@ -197,8 +197,8 @@ class Task(BaseModel):
         where = locate(self.file, field, template_line) if self.file else None
         prefix = f"{where}: " if where else ""
         return TaskError(
-            f"{prefix}task {self.name!r}, field '{field}': {message}. Fix the task file "
-            "and check it with `aimod validate PATH`."
+            f"{prefix}task {self.name!r}, field '{field}': {message}. Fix the task "
+            "file and check it with `aimod validate PATH`."
         )
 
     # -- use ---------------------------------------------------------------------
@@ -211,9 +211,10 @@ class Task(BaseModel):
         """
         missing = [name for name in self.input_fields if name not in record]
         if missing:
+            present = ", ".join(map(str, record)) or "none"
             raise InputError(
                 f"record is missing field(s) {', '.join(map(repr, missing))} required "
-                f"by task {self.name!r} (it has: {', '.join(map(str, record)) or 'none'}). "
+                f"by task {self.name!r} (it has: {present}). "
                 "Map an input column with input.fields.NAME=COLUMN."
             )
         messages = []

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from ai_module.errors import TaskNotFoundError
 from ai_module.paths import builtin_tasks_dir, user_tasks_dir
 from ai_module.tasks.loading import load_task_file
@@ -100,16 +102,12 @@ def list_tasks() -> list[TaskInfo]:
 
 
 def _description(path: Path) -> str:
-    import yaml
-
+    """Return the first line of a task file's description, without validating it."""
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError):
         return "(invalid task file: run `aimod validate` on it)"
-    if isinstance(data, dict):
-        return (
-            str(data.get("description", "")).strip().splitlines()[0]
-            if data.get("description")
-            else ""
-        )
-    return ""
+    if not isinstance(data, dict) or not data.get("description"):
+        return ""
+    lines = str(data["description"]).strip().splitlines()
+    return lines[0] if lines else ""
