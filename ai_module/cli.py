@@ -3,8 +3,9 @@
 `aimod key=value ...` composes `conf/config.yaml` with the chosen provider and
 task and runs one batch; `aimod -m ...` sweeps. Before Hydra sees the command
 line, overrides that carry a secret are rejected (Hydra would write them into
-the run's `.hydra/` snapshot), and `input=FILE` is rewritten to
-`input.path=FILE` so that `input.fields.*` can live beside it.
+the run's `.hydra/` snapshot), `input=FILE` is rewritten to `input.path=FILE`
+so that `input.fields.*` can live beside it, and keys of free-form nodes such as
+`input.fields.prompt=question` are added without Hydra's `++` prefix.
 """
 
 from __future__ import annotations
@@ -48,14 +49,21 @@ def main(argv: list[str] | None = None) -> None:
                 "chosen with api_key_env=NAME) and run again without it.\n"
             )
             sys.exit(2)
-    argv = [_rewrite_input(argument) for argument in argv]
+    argv = [_rewrite_override(argument) for argument in argv]
     sys.exit(_run_hydra(argv))
 
 
-def _rewrite_input(argument: str) -> str:
+# Keys under these nodes are free-form, so setting one must add it when absent;
+# Hydra wants "++key=value" for that, which users should not need to know.
+_OPEN_PREFIXES = ("input.fields.", "options.", "provider.options.", "task.")
+
+
+def _rewrite_override(argument: str) -> str:
     for prefix in ("input=", "+input=", "++input="):
         if argument.startswith(prefix):
             return "input.path=" + argument[len(prefix) :]
+    if argument.startswith(_OPEN_PREFIXES) and "=" in argument:
+        return "++" + argument
     return argument
 
 

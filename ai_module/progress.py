@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
 import time
 from typing import TextIO
@@ -38,12 +39,16 @@ class Progress:
         if enabled and self.stream.isatty():
             from tqdm import tqdm
 
+            # tqdm draws nothing on a terminal that reports a size of 0 x 0 (a
+            # bare pseudo-terminal), so such a terminal gets a default size.
+            size = shutil.get_terminal_size(fallback=(100, 24))
             self._bar = tqdm(
                 total=total,
                 file=self.stream,
                 unit="item",
                 mininterval=0.1,
-                dynamic_ncols=True,
+                ncols=size.columns or 100,
+                nrows=size.lines or 24,
                 smoothing=0.05,
             )
 
