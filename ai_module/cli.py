@@ -49,8 +49,42 @@ def main(argv: list[str] | None = None) -> None:
                 "chosen with api_key_env=NAME) and run again without it.\n"
             )
             sys.exit(2)
+    unknown = _unknown_setting(argv)
+    if unknown:
+        sys.stderr.write(f"aimod: error: {unknown}\n")
+        sys.exit(2)
     argv = [_rewrite_override(argument) for argument in argv]
     sys.exit(_run_hydra(argv))
+
+
+def _unknown_setting(argv: list[str]) -> str | None:
+    """Describe the first override whose top-level key aimod does not know.
+
+    Hydra's own message for a misspelt key suggests adding it with '+', which
+    would silently do nothing; a close match is more useful.
+    """
+    import difflib
+
+    import yaml
+
+    known = None
+    for argument in argv:
+        if argument.startswith(("-", "+", "~")) or "=" not in argument:
+            continue
+        key = argument.split("=", 1)[0]
+        top = key.split(".", 1)[0].split("/", 1)[0]
+        if known is None:
+            config = yaml.safe_load((builtin_conf_dir() / "config.yaml").read_text())
+            known = set(config) | {"task", "provider", "hydra"}
+        if top in known:
+            continue
+        close = difflib.get_close_matches(top, sorted(known), n=1)
+        hint = f" Did you mean '{close[0]}'?" if close else ""
+        return (
+            f"unknown setting '{key}'.{hint} `aimod --help` lists the settings; "
+            "a task's fields are set as task.FIELD=VALUE."
+        )
+    return None
 
 
 # Keys under these nodes are free-form, so setting one must add it when absent;

@@ -298,3 +298,11 @@ def test_validate_reports_bad_task(tmp_path):
     good = aimod("validate", "nl2cypher", cwd=tmp_path)
     assert good.returncode == 0, good.stderr
     assert "renders" in good.stdout
+
+
+def test_misspelt_setting_suggests_the_right_one(tmp_path):
+    done = aimod("task=summarize", "provider=mock", "paralelism=3", cwd=tmp_path)
+    assert done.returncode == 2
+    assert "unknown setting 'paralelism'" in done.stderr
+    assert "Did you mean 'parallelism'?" in done.stderr
+    assert not (tmp_path / "runs").exists()
