@@ -175,6 +175,7 @@ def _task_function(cfg) -> int:  # noqa: ANN001 - Hydra passes a DictConfig
     )
 
     plain = OmegaConf.to_container(cfg, resolve=False)
+    assert isinstance(plain, dict)
     secrets = find_secrets({k: v for k, v in plain.items() if k != "task"})
     if secrets:
         _remove_snapshot(run_dir)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,7 +61,7 @@ def _resolve_task(task: str | Task) -> Task:
 
 async def _enumerate_async(
     inputs: Iterable[Any] | AsyncIterable[Any],
-) -> AsyncIterator[tuple[int, Any]]:
+) -> AsyncGenerator[tuple[int, Any], None]:
     index = 0
     if isinstance(inputs, AsyncIterable):
         async for record in inputs:
