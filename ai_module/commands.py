@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import csv
+import os
+import socket
 import sys
 from itertools import islice
 from pathlib import Path
@@ -127,15 +129,24 @@ def _runs(args: argparse.Namespace) -> int:
     try:
         rows = []
         for run in store.runs(limit=args.limit):
-            counts = f"{run.get('succeeded') or 0}/{run.get('total') or 0}"
+            status = run.get("status") or ""
+            succeeded, failed = run.get("succeeded") or 0, run.get("failed") or 0
+            total = run.get("total") or 0
+            if status == "running":
+                # Counts are written at the end; until then the items table has them.
+                counts = store.item_counts(run["id"])
+                succeeded, failed = counts.get("ok", 0), counts.get("error", 0)
+                total = succeeded + failed
+                if not _process_alive(run):
+                    status = "killed"
             rows.append(
                 [
                     run["id"],
                     run.get("task") or "",
                     run.get("provider") or "",
                     run.get("model") or "",
-                    run.get("status") or "",
-                    f"{counts} ok, {run.get('failed') or 0} failed",
+                    status,
+                    f"{succeeded}/{total} ok, {failed} failed",
                     run.get("run_dir") or "",
                 ]
             )
@@ -144,6 +155,24 @@ def _runs(args: argparse.Namespace) -> int:
     header = ["RUN", "TASK", "PROVIDER", "MODEL", "STATUS", "ITEMS", "FOLDER"]
     sys.stdout.write(_table(rows, header))
     return 0
+
+
+def _process_alive(run: dict[str, Any]) -> bool:
+    """Tell whether the process of a "running" run still exists.
+
+    A run killed with SIGKILL never records its end, so its row stays
+    "running". Runs started on another host are assumed alive.
+    """
+    pid = run.get("pid")
+    if not pid or run.get("host") != socket.gethostname():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _results_file(run: str, store_path: str) -> Path:

@@ -103,6 +103,16 @@ def build_plan(
         raise ConfigError(
             f"invalid setting input.max_record_bytes={max_record_bytes!r}: give bytes"
         )
+    price = _container(cfg, "price") or {}
+    prices = {}
+    for kind in ("prompt", "completion"):
+        value = price.get(kind)
+        if value is not None and (not isinstance(value, (int, float)) or value < 0):
+            raise ConfigError(
+                f"invalid setting price.{kind}={value!r}: give USD per million "
+                "tokens, a number >= 0"
+            )
+        prices[kind] = None if value is None else float(value)
     store = cfg.get("store")
     store_path = (
         None if store in (None, "", "null", "none", False) else Path(str(store))
@@ -121,4 +131,6 @@ def build_plan(
         progress=bool(cfg.get("progress", True)),
         run_dir=run_dir,
         sweep_dir=sweep_dir,
+        price_prompt=prices["prompt"],
+        price_completion=prices["completion"],
     )

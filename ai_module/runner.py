@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
+import socket
 import time
 import uuid
 from collections.abc import Iterator
@@ -72,6 +74,9 @@ class RunPlan:
     progress: bool = True
     run_dir: Path = Path(".")
     sweep_dir: Path | None = None
+    # USD per million prompt and completion tokens, for the cost estimate.
+    price_prompt: float | None = None
+    price_completion: float | None = None
 
 
 @dataclass
@@ -94,6 +99,7 @@ class RunSummary:
     rate_limited: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    estimated_cost_usd: float | None = None
     duration_s: float = 0.0
     items_per_s: float = 0.0
     run_dir: str = ""
@@ -144,6 +150,8 @@ class _Run:
                     model=plan.ai.model,
                     run_dir=str(plan.run_dir),
                     input=str(plan.input_path),
+                    pid=os.getpid(),
+                    host=socket.gethostname(),
                 )
             cache = self.store if (self.store is not None and plan.resume) else None
             ctx = BatchContext.create(plan.ai, provider, cache)
@@ -301,6 +309,11 @@ class _Run:
         summary = self.summary
         if summary.duration_s > 0:
             summary.items_per_s = round(summary.total / summary.duration_s, 2)
+        plan = self.plan
+        if plan.price_prompt is not None or plan.price_completion is not None:
+            cost = summary.prompt_tokens * (plan.price_prompt or 0.0)
+            cost += summary.completion_tokens * (plan.price_completion or 0.0)
+            summary.estimated_cost_usd = round(cost / 1e6, 6)
         if self.stop_requested:
             summary.status = "interrupted"
             summary.exit_code = ExitCode.INTERRUPTED
@@ -322,6 +335,7 @@ class _Run:
                     from_store=summary.from_store,
                     prompt_tokens=summary.prompt_tokens,
                     completion_tokens=summary.completion_tokens,
+                    estimated_cost=summary.estimated_cost_usd,
                 )
             except StoreError as exc:
                 summary.message = f"{summary.message or ''} {exc}".strip()

@@ -97,6 +97,14 @@ def m003_run_tokens(db: sqlite_utils.Database) -> None:
     db["runs"].create_index(["started_at"])
 
 
+@_migration
+def m004_run_process(db: sqlite_utils.Database) -> None:
+    # Lets `aimod runs` tell a run still going from one that was killed.
+    db["runs"].add_column("pid", int)
+    db["runs"].add_column("host", str)
+    db["runs"].add_column("estimated_cost", float)
+
+
 @dataclass(frozen=True)
 class StoredItem:
     """One item row, as the store keeps it."""
@@ -294,6 +302,14 @@ class Store:
         db = sqlite_utils.Database(self._reader)
         rows = list(db["runs"].rows_where("id = ? or run_dir = ?", [run_id, run_id]))
         return rows[0] if rows else None
+
+    def item_counts(self, run_id: str) -> dict[str, int]:
+        """Count a run's committed items by status ("ok", "error")."""
+        rows = self._reader.execute(
+            "SELECT status, count(*) FROM items WHERE run_id = ? GROUP BY status",
+            (run_id,),
+        )
+        return dict(rows.fetchall())
 
     def items(self, run_id: str) -> Iterator[StoredItem]:
         cursor = self._reader.execute(

@@ -24,6 +24,11 @@ def format_summary(summary: RunSummary) -> str:
         f"{summary.rate_limited} rate-limited)",
         f"  tokens     {tokens} ({summary.prompt_tokens} prompt, "
         f"{summary.completion_tokens} completion)",
+        *(
+            [f"  cost       about ${summary.estimated_cost_usd:.4f} (from price.*)"]
+            if summary.estimated_cost_usd is not None
+            else []
+        ),
         f"  time       {summary.duration_s:.1f} s, {summary.items_per_s:.1f} items/s",
         f"  results    {summary.run_dir}/results.jsonl",
     ]

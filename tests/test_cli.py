@@ -306,3 +306,30 @@ def test_misspelt_setting_suggests_the_right_one(tmp_path):
     assert "unknown setting 'paralelism'" in done.stderr
     assert "Did you mean 'parallelism'?" in done.stderr
     assert not (tmp_path / "runs").exists()
+
+
+def test_cost_estimate_from_prices(tmp_path):
+    done = aimod("task=summarize", "provider=mock", "limit=5", "price.prompt=2",
+                 "price.completion=10", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads((run_dirs(tmp_path, "summarize")[0] / "summary.json").read_text())
+    expected = (summary["prompt_tokens"] * 2 + summary["completion_tokens"] * 10) / 1e6
+    assert summary["estimated_cost_usd"] == pytest.approx(expected)
+    assert "cost" in done.stdout
+
+
+def test_runs_marks_killed_run(tmp_path):
+    process = subprocess.Popen(
+        [*AIMOD, "task=summarize", "provider=mock", "options.latency=0.2", "parallelism=1"],
+        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    store = tmp_path / "runs" / "aimod.db"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and _count(store, "items") < 3:
+        time.sleep(0.2)
+    process.kill()
+    process.wait(timeout=10)
+    listing = aimod("runs", cwd=tmp_path)
+    row = listing.stdout.splitlines()[1]
+    assert " killed " in row
+    assert " 0 failed" in row
