@@ -123,6 +123,8 @@ def test_kill_9_then_resume_repays_nothing_committed(tmp_path, fake_server_facto
 
 
 def _count(store: Path, table: str) -> int:
+    if not store.exists():
+        return 0
     with sqlite3.connect(store, timeout=10) as connection:
         try:
             return connection.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
