@@ -31,6 +31,10 @@ def create_provider(cfg: AIConfig) -> Provider:
         from ai_module.providers.mock import MockProvider
 
         return MockProvider(cfg)
+    if preset.protocol == "anthropic":
+        from ai_module.providers.anthropic import AnthropicProvider
+
+        return AnthropicProvider(cfg, preset)
     from ai_module.providers.openai import OpenAIProvider
 
     return OpenAIProvider(cfg, preset)

@@ -2,6 +2,7 @@
 
 Every OpenAI-compatible service is the `openai` protocol with another base URL,
 key variable and structured-output mode, so adding one is a new entry here.
+Anthropic's Messages API is the `anthropic` protocol.
 """
 
 from __future__ import annotations
@@ -33,6 +34,9 @@ PRESETS: dict[str, ProviderPreset] = {
         None,
         "AZURE_OPENAI_API_KEY",
         options={"auth_header": "api-key", "api_version": "2024-10-21"},
+    ),
+    "anthropic": ProviderPreset(
+        "anthropic", "https://api.anthropic.com", "ANTHROPIC_API_KEY"
     ),
     "openrouter": ProviderPreset(
         "openai", "https://openrouter.ai/api/v1", "OPENROUTER_API_KEY"

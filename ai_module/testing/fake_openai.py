@@ -15,6 +15,11 @@ Endpoints:
   sample of that schema, otherwise ``{"answer": "<seed>"}``. The seed is the SHA-256
   hex digest of the ``messages`` array serialized with sorted keys, so equal
   messages get equal content.
+* ``POST /v1/messages``: the same, in the shape of Anthropic's Messages API. The
+  request is translated to a chat request (``x-api-key`` for the bearer token,
+  ``output_config.format.schema`` for ``response_format``), goes through the same
+  faults, and the answer is translated back: content blocks, ``stop_reason``, and
+  ``{"type": "error", ...}`` bodies.
 * ``GET /_stats``: counters, see ``ServerState.stats``.
 * ``GET /_requests``: every chat request received, when ``record_bodies`` is on.
 * ``GET /_config``, ``POST /_config``: read or change the settings of
@@ -64,6 +69,7 @@ logger = logging.getLogger(__name__)
 
 HOST = "127.0.0.1"
 CHAT_PATHS = frozenset({"/v1/chat/completions", "/chat/completions"})
+MESSAGES_PATHS = frozenset({"/v1/messages"})
 # Random faults, in the order in which they are drawn for each chat request.
 FAULT_NAMES = (
     "p_drop",
@@ -896,13 +902,13 @@ class _HttpProtocol(asyncio.Protocol):
         keep_alive: bool,
     ) -> None:
         path = target.partition("?")[0]
-        if path in CHAT_PATHS:
+        if path in CHAT_PATHS or path in MESSAGES_PATHS:
             if method != "POST":
                 self._send_error(
                     405, f"method {method} not allowed on {path}", keep_alive
                 )
                 return
-            self._handle_chat(headers, body, keep_alive)
+            self._handle_chat(headers, body, keep_alive, path in MESSAGES_PATHS)
             return
         handler = _CONTROL_ROUTES.get((method, path))
         if handler is None:
@@ -924,7 +930,11 @@ class _HttpProtocol(asyncio.Protocol):
             self.close()
 
     def _handle_chat(
-        self, headers: dict[str, str], body: bytes, keep_alive: bool
+        self,
+        headers: dict[str, str],
+        body: bytes,
+        keep_alive: bool,
+        anthropic: bool = False,
     ) -> None:
         state = self._state
         state.requests += 1
@@ -937,7 +947,11 @@ class _HttpProtocol(asyncio.Protocol):
         if state.in_flight > state.max_in_flight:
             state.max_in_flight = state.in_flight
 
+        if anthropic:
+            headers, body = _chat_from_messages(headers, body)
         outcome = _plan_chat(state, headers, body)
+        if anthropic:
+            _messages_from_chat(outcome)
         if outcome.hang:
             state.hung += 1
             self._busy = True  # Nothing more is read or sent on this connection.
@@ -1004,6 +1018,79 @@ class _HttpProtocol(asyncio.Protocol):
             self._transport.write(data)
 
 
+def _chat_from_messages(
+    headers: dict[str, str], body: bytes
+) -> tuple[dict[str, str], bytes]:
+    """Translate a Messages API request into the chat request it stands for."""
+    headers = dict(headers)
+    if "x-api-key" in headers:
+        headers["authorization"] = f"Bearer {headers['x-api-key']}"
+    try:
+        request = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return headers, body
+    if not isinstance(request, dict):
+        return headers, body
+    messages = list(request.get("messages") or [])
+    if request.get("system"):
+        messages.insert(0, {"role": "system", "content": request["system"]})
+    chat: dict[str, Any] = {"model": request.get("model"), "messages": messages}
+    schema = ((request.get("output_config") or {}).get("format") or {}).get("schema")
+    if schema is not None:
+        chat["response_format"] = {
+            "type": "json_schema",
+            "json_schema": {"name": "answer", "schema": schema},
+        }
+    return headers, orjson.dumps(chat)
+
+
+_ANTHROPIC_ERRORS = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    429: "rate_limit_error",
+    529: "overloaded_error",
+}
+_STOP_REASONS = {"stop": "end_turn", "length": "max_tokens"}
+
+
+def _messages_from_chat(outcome: _Outcome) -> None:
+    """Rewrite a planned chat response in the Messages API's shape, in place."""
+    if outcome.drop or outcome.hang or not outcome.body:
+        return
+    try:
+        data = orjson.loads(outcome.body)
+    except orjson.JSONDecodeError:
+        return  # garbage stays garbage
+    if not isinstance(data, dict):
+        return
+    if isinstance(data.get("error"), dict):
+        kind = _ANTHROPIC_ERRORS.get(outcome.status, "api_error")
+        message = data["error"].get("message", "")
+        error = {"type": "error", "error": {"type": kind, "message": message}}
+        outcome.body = orjson.dumps(error)
+        return
+    if not data.get("choices"):
+        return
+    choice = data["choices"][0]
+    usage = data.get("usage") or {}
+    message = {
+        "id": "msg_" + str(data.get("id", "")).removeprefix("chatcmpl-"),
+        "type": "message",
+        "role": "assistant",
+        "model": data.get("model"),
+        "content": [{"type": "text", "text": choice["message"].get("content") or ""}],
+        "stop_reason": _STOP_REASONS.get(choice.get("finish_reason"), "end_turn"),
+        "stop_sequence": None,
+        "usage": {
+            "input_tokens": usage.get("prompt_tokens", 0),
+            "output_tokens": usage.get("completion_tokens", 0),
+        },
+    }
+    outcome.body = orjson.dumps(message)
+
+
 def _decode_chunked(buffer: bytearray, start: int) -> tuple[bytes, int] | None:
     """Decode a chunked body that starts at ``start``.
 
@@ -1046,10 +1133,11 @@ def _record_request(headers: dict[str, str], body: bytes) -> dict[str, Any]:
         parsed: Any = orjson.loads(body)
     except orjson.JSONDecodeError:
         parsed = body.decode("utf-8", errors="replace")
+    secret = {"authorization", "x-api-key", "api-key"}
     return {
         "body": parsed,
-        "headers": {k: v for k, v in headers.items() if k != "authorization"},
-        "has_auth": "authorization" in headers,
+        "headers": {k: v for k, v in headers.items() if k not in secret},
+        "has_auth": bool(secret & set(headers)),
     }
 
 
