@@ -27,6 +27,7 @@ from ai_module.config import AIConfig
 from ai_module.errors import (
     AimodError,
     AuthenticationError,
+    InvalidRequestError,
     OutputError,
     ProviderError,
     RateLimitedError,
@@ -118,6 +119,17 @@ class BatchContext:
     def _record_failure(self, error: ProviderError) -> None:
         if isinstance(error, AuthenticationError):
             self.abort(error)
+            return
+        if isinstance(error, InvalidRequestError) and error.status == 404:
+            # A 404 means the model or the endpoint does not exist: every other
+            # item would fail the same way.
+            self.abort(
+                InvalidRequestError(
+                    f"{error} Check model={self.cfg.model!r} and the provider's "
+                    "base_url.",
+                    status=404,
+                )
+            )
             return
         if isinstance(error, RateLimitedError):
             return

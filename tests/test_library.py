@@ -309,3 +309,13 @@ def test_consecutive_failures_stop_the_batch(fake_server_factory, monkeypatch):
     results = asyncio.run(run_batch("summarize", [{"text": str(n)} for n in range(200)], cfg))
     assert sum(isinstance(r, RunAbortedError) for r in results) >= 190
     assert server.stats()["requests"] <= 8
+
+
+def test_unknown_model_stops_the_batch(fake_server_factory, monkeypatch):
+    server = fake_server_factory(status_always=404)
+    monkeypatch.setenv("OPENAI_API_KEY", server.api_key)
+    cfg = AIConfig(base_url=server.base_url, parallelism=1, model="gpt-nope")
+    results = asyncio.run(run_batch("summarize", [{"text": str(n)} for n in range(5)], cfg))
+    assert "gpt-nope" in str(results[0])
+    assert all(isinstance(r, RunAbortedError) for r in results[1:])
+    assert server.stats()["requests"] == 1
