@@ -20,6 +20,7 @@ from ai_module import AIConfig, run_batch, run_batch_sync
 from ai_module.errors import (
     AuthenticationError,
     ConfigError,
+    InvalidRequestError,
     RunAbortedError,
     SchemaValidationError,
     TransientError,
@@ -316,6 +317,7 @@ def test_unknown_model_stops_the_batch(fake_server_factory, monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", server.api_key)
     cfg = AIConfig(base_url=server.base_url, parallelism=1, model="gpt-nope")
     results = asyncio.run(run_batch("summarize", [{"text": str(n)} for n in range(5)], cfg))
-    assert "gpt-nope" in str(results[0])
+    assert isinstance(results[0], InvalidRequestError)
+    assert "gpt-nope" in str(results[1])
     assert all(isinstance(r, RunAbortedError) for r in results[1:])
     assert server.stats()["requests"] == 1
