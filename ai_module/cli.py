@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import sys
 import tempfile
 import uuid
@@ -54,7 +55,21 @@ def main(argv: list[str] | None = None) -> None:
         sys.stderr.write(f"aimod: error: {unknown}\n")
         sys.exit(2)
     argv = [_rewrite_override(argument) for argument in argv]
-    sys.exit(_run_hydra(argv))
+    # Outside the batch loop, which installs its own handlers, SIGTERM raises
+    # KeyboardInterrupt as Ctrl-C does, so both exit with code 130.
+    # NOTE: a signal while `import ai_module` still runs, before this line, gets
+    # Python's default handling; nothing has been sent by then.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        code = _run_hydra(argv)
+    except KeyboardInterrupt:
+        sys.stderr.write(
+            "aimod: interrupted before the run started or while it was finishing; "
+            "answers committed so far stay in the store. Run the same command "
+            "again to resume.\n"
+        )
+        code = 130
+    sys.exit(code)
 
 
 def _unknown_setting(argv: list[str]) -> str | None:

@@ -14,13 +14,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import yaml
 from hydra.core.config_search_path import ConfigSearchPath
 from hydra.core.object_type import ObjectType
 from hydra.core.plugins import Plugins
+from hydra.errors import ConfigCompositionException
 from hydra.plugins.config_source import ConfigLoadError, ConfigResult, ConfigSource
 from hydra.plugins.search_path_plugin import SearchPathPlugin
 from omegaconf import OmegaConf
 
+from ai_module.errors import AimodError
 from ai_module.paths import builtin_tasks_dir, user_tasks_dir
 
 __all__ = ["register"]
@@ -68,7 +71,11 @@ class AimodTaskSource(ConfigSource):
         if path is None:
             raise ConfigLoadError(f"Config not found: {config_path}")
         text = path.read_text(encoding="utf-8")
-        config = OmegaConf.create(OmegaConf.load(path))
+        try:
+            config = OmegaConf.create(OmegaConf.load(path))
+        except yaml.YAMLError as exc:
+            message = _yaml_error_message(path, exc, _split(config_path)[0])
+            raise ConfigCompositionException(message) from None
         if _split(config_path)[0] == "task":
             config.file = str(path.resolve())
         return ConfigResult(
@@ -109,6 +116,22 @@ class AimodTaskSource(ConfigSource):
                     if path.suffix in (".yaml", ".yml") and path.is_file():
                         names.add(path.stem)
         return sorted(names)
+
+
+def _yaml_error_message(path: Path, error: yaml.YAMLError, group: str) -> str:
+    # Hydra prints a ConfigCompositionException as its message alone, without
+    # a traceback. For a task, load_task_file words the error with the usual fix.
+    if group == "task":
+        from ai_module.tasks.loading import load_task_file
+
+        try:
+            load_task_file(path)
+        except AimodError as exc:
+            return f"aimod: error: {exc}"
+    mark = getattr(error, "problem_mark", None)
+    where = f"{path}:{mark.line + 1}" if mark else str(path)
+    problem = getattr(error, "problem", None) or str(error)
+    return f"aimod: error: {where}: invalid YAML: {problem}. Fix the file."
 
 
 class AimodSearchPath(SearchPathPlugin):

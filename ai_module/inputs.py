@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import zlib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
@@ -24,6 +25,9 @@ FORMATS = ("jsonl", "json", "csv")
 # A record over this size is rejected rather than sent: it is almost always a
 # broken file (a missing newline), and would cost a fortune as a prompt.
 DEFAULT_MAX_RECORD_BYTES = 4 * 1024 * 1024
+# Exceptions that a damaged file raises while it is read: BadGzipFile is an
+# OSError, a truncated gzip stream raises EOFError and corrupt data zlib.error.
+_READ_ERRORS = (OSError, EOFError, zlib.error)
 
 
 def detect_format(path: Path) -> str:
@@ -42,11 +46,15 @@ def detect_format(path: Path) -> str:
     )
 
 
-def _open_binary(path: Path) -> IO[bytes]:
+def _require_file(path: Path) -> None:
     if not path.exists():
         raise InputError(f"input file not found: {path}. Check the path given as input=")
     if path.is_dir():
         raise InputError(f"input {path} is a folder; give a file with input=FILE")
+
+
+def _open_binary(path: Path) -> IO[bytes]:
+    _require_file(path)
     try:
         handle = path.open("rb")
         if path.suffix.lower() == ".gz":
@@ -70,13 +78,25 @@ def read_records(
     columns stay in the record too. `limit` stops after that many records.
     """
     path = Path(path)
+    _require_file(path)
     fmt = fmt or detect_format(path)
     if fmt not in FORMATS:
         raise InputError(f"invalid input.format {fmt!r}: use one of {', '.join(FORMATS)}")
     reader = {"jsonl": _read_jsonl, "json": _read_json_array, "csv": _read_csv}[fmt]
     mapping = dict(fields or {})
     count = 0
-    for line, record in reader(path, max_record_bytes):
+    records = reader(path, max_record_bytes)
+    while True:
+        try:
+            line, record = next(records)
+        except StopIteration:
+            break
+        except _READ_ERRORS as exc:
+            raise InputError(
+                f"{path}: reading failed after {count} records: {exc}. The file is "
+                "damaged or truncated, or is not what its name says (a .gz file "
+                "that is not gzip); recreate it or fix its name."
+            ) from None
         if limit is not None and count >= limit:
             return
         count += 1
@@ -85,7 +105,10 @@ def read_records(
         else:
             yield line, _map_fields(path, line, record, mapping)
     if count == 0:
-        raise InputError(f"input file {path} contains no records")
+        raise InputError(
+            f"input file {path} contains no records; check that input= names the "
+            "file you meant and that it is not empty"
+        )
 
 
 def _map_fields(
@@ -109,13 +132,16 @@ def _read_jsonl(path: Path, max_bytes: int) -> Iterator[tuple[int, Any]]:
             if not raw.strip():
                 continue
             if len(raw) > max_bytes:
-                yield number, InputError(
-                    f"{path}:{number}: record is {len(raw) / 1e6:.1f} MB, over the "
-                    f"limit of {max_bytes / 1e6:.1f} MB; split it or raise "
-                    "input.max_record_bytes"
-                )
+                yield number, _too_large(f"{path}:{number}", len(raw), max_bytes)
                 continue
             yield number, _parse_json_record(path, number, raw)
+
+
+def _too_large(where: str, size: int, max_bytes: int) -> InputError:
+    return InputError(
+        f"{where}: record is {size / 1e6:.1f} MB, over the limit of "
+        f"{max_bytes / 1e6:.1f} MB; split it or raise input.max_record_bytes"
+    )
 
 
 def _parse_json_record(path: Path, line: int, raw: bytes) -> dict[str, Any] | InputError:
@@ -160,36 +186,67 @@ def _read_json_array(path: Path, max_bytes: int) -> Iterator[tuple[int, Any]]:
                 f"{path}: element {number} must be a JSON object, got "
                 f"{type(value).__name__}"
             )
+            continue
+        size = len(orjson.dumps(value))
+        if size > max_bytes:
+            yield number, _too_large(f"{path}: element {number}", size, max_bytes)
         else:
             yield number, value
 
 
 def _read_csv(path: Path, max_bytes: int) -> Iterator[tuple[int, Any]]:
     delimiter = "\t" if ".tsv" in [s.lower() for s in path.suffixes] else ","
+    # The csv module's own field limit (128 KiB by default, process-wide) would
+    # reject large fields with a bare "field larger than field limit".
+    csv.field_size_limit(max(csv.field_size_limit(), max_bytes))
     with _open_binary(path) as binary:
-        text = io.TextIOWrapper(binary, encoding="utf-8", errors="strict", newline="")
+        # Invalid bytes become lone surrogates, so that the row holding them is
+        # an error for that row only.
+        text = io.TextIOWrapper(
+            binary, encoding="utf-8", errors="surrogateescape", newline=""
+        )
         reader = csv.reader(text, delimiter=delimiter)
         try:
             header = next(reader)
         except StopIteration:
             return
-        except UnicodeDecodeError:
-            raise InputError(f"{path}:1: header is not valid UTF-8") from None
+        if _invalid_text(header):
+            raise InputError(
+                f"{path}:1: the header is not valid UTF-8; convert the file to UTF-8 "
+                "(for example iconv -f LATIN1 -t UTF-8)"
+            )
         while True:
             try:
                 row = next(reader)
             except StopIteration:
                 return
-            except UnicodeDecodeError:
-                raise InputError(
-                    f"{path}: invalid UTF-8 after line {reader.line_num}; convert the "
-                    "file to UTF-8 (iconv -f LATIN1 -t UTF-8)"
-                ) from None
             except csv.Error as exc:
-                yield reader.line_num, InputError(f"{path}:{reader.line_num}: {exc}")
+                line = reader.line_num
+                problem = str(exc)
+                if "field larger than field limit" in problem:
+                    problem = (
+                        f"a field is over the limit of {max_bytes / 1e6:.1f} MB; "
+                        "split the record or raise input.max_record_bytes"
+                    )
+                yield line, InputError(f"{path}:{line}: {problem}")
                 continue
             if not row:
                 continue
+            if _invalid_text(row):
+                yield reader.line_num, InputError(
+                    f"{path}:{reader.line_num}: invalid UTF-8 in this row; convert "
+                    "the file to UTF-8 (for example iconv -f LATIN1 -t UTF-8) or "
+                    "fix the row"
+                )
+                continue
+            size = sum(map(len, row))
+            if size * 4 > max_bytes:  # a UTF-8 character takes at most 4 bytes
+                size = sum(len(field.encode("utf-8")) for field in row)
+                if size > max_bytes:
+                    yield reader.line_num, _too_large(
+                        f"{path}:{reader.line_num}", size, max_bytes
+                    )
+                    continue
             if len(row) != len(header):
                 yield reader.line_num, InputError(
                     f"{path}:{reader.line_num}: row has {len(row)} fields but the "
@@ -197,6 +254,17 @@ def _read_csv(path: Path, max_bytes: int) -> Iterator[tuple[int, Any]]:
                 )
                 continue
             yield reader.line_num, dict(zip(header, row))
+
+
+def _invalid_text(fields: list[str]) -> bool:
+    """Tell whether a decoded row contains the surrogates of invalid UTF-8 bytes."""
+    for field in fields:
+        if not field.isascii():
+            try:
+                field.encode("utf-8")
+            except UnicodeEncodeError:
+                return True
+    return False
 
 
 def count_records(path: str | Path, fmt: str | None = None, limit: int | None = None) -> int | None:
@@ -214,5 +282,5 @@ def count_records(path: str | Path, fmt: str | None = None, limit: int | None = 
                     return limit
         # NOTE: blank lines count too, so this is an upper bound for the ETA.
         return total if limit is None else min(total, limit)
-    except (InputError, OSError):
+    except (InputError, *_READ_ERRORS):
         return None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,9 @@ __all__ = ["build_plan", "find_secrets"]
 
 _AI_FIELDS = set(AIConfig.model_fields) - {"provider", "options"}
 _SECRET_NAMES = {"api_key", "apikey", "authorization", "password", "secret", "token"}
+# `${oc.env:NAME}` in a task file would put an environment variable (an API key,
+# say) into the prompt sent to the provider. `\${` is an escaped literal.
+_ENV_LOOKUP = re.compile(r"(?<!\\)\$\{\s*oc\.env\s*:")
 
 
 def find_secrets(node: Any, path: str = "") -> list[str]:
@@ -71,6 +75,33 @@ def build_ai_config(cfg: DictConfig) -> AIConfig:
         ) from None
 
 
+def _reject_env_lookups(task: Any) -> None:
+    """Raise TaskError when a task's text reads the environment with oc.env."""
+    strings: list[tuple[str, str]] = []
+
+    def collect(node: Any, path: str) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                collect(value, f"{path}.{key}" if path else str(key))
+        elif isinstance(node, list):
+            for number, value in enumerate(node):
+                collect(value, f"{path}[{number}]")
+        elif isinstance(node, str):
+            strings.append((path, node))
+
+    collect(task, "")
+    file = task.get("file") if isinstance(task, dict) else None
+    for field, text in strings:
+        if _ENV_LOOKUP.search(text):
+            raise TaskError(
+                f"{file or 'task'}: field '{field}' reads an environment variable "
+                "with ${oc.env:...}. Task files cannot read the environment, "
+                "because the value would be sent to the provider in the prompt. "
+                "Put the value in the input records, or write a literal '${' as "
+                "'\\${'."
+            )
+
+
 def build_plan(
     cfg: DictConfig, run_dir: Path, sweep_dir: Path | None = None
 ) -> RunPlan:
@@ -78,6 +109,7 @@ def build_plan(
     if cfg.get("task") is None:
         names = ", ".join(info.name for info in list_tasks()) or "none"
         raise TaskError(f"no task given: add task=NAME. Available tasks: {names}")
+    _reject_env_lookups(OmegaConf.to_container(cfg.task, resolve=False))
     task_data = _container(cfg, "task")
     task = task_from_mapping(task_data, file=task_data.get("file"))
     ai = build_ai_config(cfg)

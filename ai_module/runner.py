@@ -1,9 +1,10 @@
 """One run of the `aimod` command: input in, results and summary out.
 
 The runner streams the input, lets the store answer every request it already
-has, drives the orchestrator, commits each finished item to the store within a
-fraction of a second, writes `results.jsonl` in input order and `summary.json`,
-and turns Ctrl-C or SIGTERM into a clean stop that keeps everything finished.
+has, drives the orchestrator, commits each new answer before its worker takes
+the next record (item rows every fraction of a second), writes `results.jsonl`
+in input order and `summary.json`, and turns Ctrl-C or SIGTERM into a clean stop
+that keeps everything finished.
 """
 
 from __future__ import annotations
@@ -130,7 +131,12 @@ class _Run:
             input=str(plan.input_path),
         )
         self.store: Store | None = None
+        self.store_error: StoreError | None = None
         self.stop_requested = 0
+        self.stop_reading = False
+        self._commit_waiters: list[asyncio.Future[None]] = []
+        self._commit_wanted: asyncio.Event | None = None
+        self._previous_handlers: dict[int, Any] = {}
         self.lines: dict[int, int] = {}
         self.reorder: dict[int, ItemResult] = {}
         self.next_to_write = 0
@@ -157,7 +163,14 @@ class _Run:
             ctx = BatchContext.create(plan.ai, provider, cache)
             if self.store is not None and not plan.resume:
                 ctx.cache = _WriteOnly(self.store)
+            if self.store is not None:
+                ctx.commit = self._wait_for_commit
             await self._drive(ctx)
+        except AimodError as exc:
+            self.summary.status = "failed"
+            self.summary.message = str(exc)
+            self.summary.exit_code = error_exit_code(exc)
+            raise
         finally:
             await provider.aclose()
             self.summary.duration_s = round(time.monotonic() - started, 3)
@@ -169,18 +182,31 @@ class _Run:
     def _records(self) -> Iterator[Any]:
         plan = self.plan
         index = 0
-        for line, record in read_records(
+        records = read_records(
             plan.input_path,
             fmt=plan.input_format,
             fields=plan.input_fields,
             limit=plan.limit,
             max_record_bytes=plan.max_record_bytes,
-        ):
-            if self.stop_requested:
+        )
+        while not self.stop_requested:
+            try:
+                line, record = next(records)
+            except StopIteration:
                 return
+            except InputError as exc:
+                if index == 0:
+                    raise  # nothing was sent: the run fails as a usage error
+                # The file cannot be read past this point (a truncated gzip
+                # stream, say). The records before it still finish, and the
+                # error becomes the last item, so the run ends with exit code 1.
+                line, record = None, exc
+                self.stop_reading = True
             self.lines[index] = line
             index += 1
             yield record
+            if self.stop_reading:
+                return
 
     async def _drive(self, ctx: BatchContext) -> None:
         plan = self.plan
@@ -189,8 +215,9 @@ class _Run:
         results_path = plan.run_dir / "results.jsonl"
         loop = asyncio.get_running_loop()
         consumer = asyncio.current_task()
-        flusher = asyncio.create_task(self._flush_periodically())
-        self._install_signal_handlers(loop, consumer)
+        self._commit_wanted = asyncio.Event()
+        flusher = asyncio.create_task(self._flush_continuously(ctx))
+        self._install_signal_handlers(loop, consumer, ctx)
         try:
             with results_path.open("wb") as results:
                 try:
@@ -213,6 +240,9 @@ class _Run:
         if ctx.abort_error is not None:
             self.summary.status = "aborted"
             self.summary.message = str(ctx.abort_error)
+        if self.store_error is not None:
+            self.summary.status = "store error"
+            self.summary.message = str(self.store_error)
         self.summary.retries = ctx.retries
         self.summary.rate_limited = ctx.rate_limited
 
@@ -262,20 +292,62 @@ class _Run:
         }
         return orjson.dumps(line, default=str, option=orjson.OPT_APPEND_NEWLINE)
 
-    async def _flush_periodically(self) -> None:
-        if self.store is None:
+    async def _wait_for_commit(self) -> None:
+        """Return once every answer put in the store so far is committed.
+
+        Workers await this after each new answer, so a kill loses at most the
+        answers of calls in flight: never more than `parallelism`. One flush
+        commits the answers of every worker waiting at that moment.
+        """
+        if self.store_error is not None or self._commit_wanted is None:
             return
+        waiter = asyncio.get_running_loop().create_future()
+        self._commit_waiters.append(waiter)
+        self._commit_wanted.set()
+        await waiter
+
+    async def _flush_continuously(self, ctx: BatchContext) -> None:
+        """Commit answers as soon as a worker waits for them, items every 0.25 s.
+
+        The first failed write stops the run, because answers paid for from
+        then on could not be kept.
+        """
+        if self.store is None or self._commit_wanted is None:
+            return
+        wanted = self._commit_wanted
         while True:
-            await asyncio.sleep(_FLUSH_INTERVAL)
+            try:
+                await asyncio.wait_for(wanted.wait(), timeout=_FLUSH_INTERVAL)
+            except asyncio.TimeoutError:
+                pass
+            wanted.clear()
+            # Every waiter taken here put its answer before this flush starts.
+            waiters, self._commit_waiters = self._commit_waiters, []
             try:
                 await asyncio.to_thread(self.store.flush)
-            except StoreError as exc:
-                logger.error("%s", exc)
+            except Exception as exc:
+                if not isinstance(exc, StoreError):
+                    logger.exception("unexpected error while writing the store")
+                    exc = StoreError(f"cannot write the store {self.store.path}: {exc}")
+                self.store_error = exc
+                ctx.abort(exc)
+                # Release the workers that began to wait during this flush too:
+                # their answers stay in memory and in results.jsonl.
+                waiters += self._commit_waiters
+                self._commit_waiters = []
+                return
+            finally:
+                for waiter in waiters:
+                    if not waiter.done():
+                        waiter.set_result(None)
 
     # -- signals -----------------------------------------------------------------------
 
     def _install_signal_handlers(
-        self, loop: asyncio.AbstractEventLoop, consumer: asyncio.Task | None
+        self,
+        loop: asyncio.AbstractEventLoop,
+        consumer: asyncio.Task | None,
+        ctx: BatchContext,
     ) -> None:
         def on_signal(signum: int) -> None:
             self.stop_requested += 1
@@ -285,23 +357,30 @@ class _Run:
                     "%s received: sending no new requests, waiting up to %.0f s for "
                     "calls in flight (again to stop at once)", name, _STOP_GRACE
                 )
+                # Calls waiting for the limiter or a backoff are not sent.
+                ctx.abort(RunAbortedError(f"interrupted by {name}"), log=False)
                 loop.call_later(_STOP_GRACE, _cancel, consumer)
             else:
                 _cancel(consumer)
 
         for signum in (signal.SIGINT, signal.SIGTERM):
+            previous = signal.getsignal(signum)
             try:
                 loop.add_signal_handler(signum, on_signal, signum)
             except (NotImplementedError, RuntimeError):  # not the main thread
-                pass
+                continue
+            self._previous_handlers[signum] = previous
 
-    @staticmethod
-    def _remove_signal_handlers(loop: asyncio.AbstractEventLoop) -> None:
-        for signum in (signal.SIGINT, signal.SIGTERM):
+    def _remove_signal_handlers(self, loop: asyncio.AbstractEventLoop) -> None:
+        for signum, previous in self._previous_handlers.items():
             try:
                 loop.remove_signal_handler(signum)
-            except (NotImplementedError, RuntimeError):
+                # asyncio leaves SIG_DFL for SIGTERM, which would kill the process
+                # while it writes the summary; the caller's handler comes back.
+                signal.signal(signum, previous)
+            except (NotImplementedError, RuntimeError, TypeError, ValueError):
                 pass
+        self._previous_handlers.clear()
 
     # -- the end -------------------------------------------------------------------------
 
@@ -314,7 +393,11 @@ class _Run:
             cost = summary.prompt_tokens * (plan.price_prompt or 0.0)
             cost += summary.completion_tokens * (plan.price_completion or 0.0)
             summary.estimated_cost_usd = round(cost / 1e6, 6)
-        if self.stop_requested:
+        if self.store_error is not None:
+            summary.exit_code = ExitCode.STORE
+        elif summary.status == "failed":
+            pass  # run() set the exit code of the error that ended the run
+        elif self.stop_requested:
             summary.status = "interrupted"
             summary.exit_code = ExitCode.INTERRUPTED
         elif summary.status == "aborted":
@@ -338,10 +421,16 @@ class _Run:
                     estimated_cost=summary.estimated_cost_usd,
                 )
             except StoreError as exc:
-                summary.message = f"{summary.message or ''} {exc}".strip()
+                if self.store_error is None:
+                    summary.message = f"{summary.message or ''} {exc}".strip()
                 summary.exit_code = ExitCode.STORE
             finally:
-                self.store.close()
+                try:
+                    self.store.close()
+                except StoreError:
+                    # close() flushes again, which fails only after finish_run
+                    # failed the same way, and the summary already reports that.
+                    summary.exit_code = ExitCode.STORE
         (self.plan.run_dir / "summary.json").write_bytes(summary.to_json())
         if self.plan.sweep_dir is not None:
             _append_sweep_listing(self.plan.sweep_dir, summary)

@@ -1,8 +1,9 @@
 """The SQLite store: runs, their items, and every successful answer by request key.
 
 Writes are buffered and committed in small transactions by `flush()`, which the
-runner calls every fraction of a second from a worker thread and on exit, so a
-killed process loses at most the answers of its last fraction of a second.
+runner calls from a worker thread as soon as a worker waits for its answer to be
+committed, every fraction of a second for item rows, and on exit. So a killed
+process loses at most the answers of the calls in flight.
 Reads (`get`) use a second connection on the caller's thread. WAL mode and a
 long busy timeout let several processes share one file; a write that still
 finds the database locked is retried, so "database is locked" does not reach
@@ -105,6 +106,13 @@ def m004_run_process(db: sqlite_utils.Database) -> None:
     db["runs"].add_column("estimated_cost", float)
 
 
+def _rollback(connection: sqlite3.Connection) -> None:
+    # SQLite has already rolled back after some errors (SQLITE_FULL, say), and
+    # a second ROLLBACK would replace that error with "no transaction is active".
+    if connection.in_transaction:
+        connection.execute("ROLLBACK")
+
+
 @dataclass(frozen=True)
 class StoredItem:
     """One item row, as the store keeps it."""
@@ -168,7 +176,7 @@ class Store:
                 db["_migrations"].insert({"name": name, "applied_at": time.time()})
             self._writer.execute("COMMIT")
         except BaseException:
-            self._writer.execute("ROLLBACK")
+            _rollback(self._writer)
             raise
 
     # -- answers by request key ------------------------------------------------
@@ -258,7 +266,7 @@ class Store:
             )
             connection.execute("COMMIT")
         except BaseException:
-            connection.execute("ROLLBACK")
+            _rollback(connection)
             raise
 
     def _write(self, action: Callable[[sqlite_utils.Database], Any]) -> None:
@@ -268,7 +276,7 @@ class Store:
                 action(sqlite_utils.Database(self._writer))
                 self._writer.execute("COMMIT")
             except BaseException:
-                self._writer.execute("ROLLBACK")
+                _rollback(self._writer)
                 raise
 
         with self._lock:
@@ -281,7 +289,12 @@ class Store:
                 return
             except sqlite3.OperationalError as exc:
                 if "locked" not in str(exc) and "busy" not in str(exc):
-                    raise StoreError(f"cannot write the store {self.path}: {exc}") from None
+                    # A full disk and a read-only file arrive here.
+                    raise StoreError(
+                        f"cannot write the store {self.path}: {exc}. Results "
+                        "committed before this are kept; free space or fix "
+                        "permissions, then run the same command again."
+                    ) from None
                 logger.warning("store %s is locked, retrying (%d)", self.path, attempt + 1)
                 time.sleep(min(2.0, 0.05 * 2**attempt))
             except sqlite3.Error as exc:

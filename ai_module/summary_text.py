@@ -39,7 +39,8 @@ def format_summary(summary: RunSummary) -> str:
         lines.append(f"  errors     {counts}")
     if summary.message:
         lines.append(f"  stopped    {summary.message}")
-    if summary.exit_code in (ExitCode.INTERRUPTED, ExitCode.ABORTED) or summary.failed:
+    stopped_early = (ExitCode.INTERRUPTED, ExitCode.ABORTED, ExitCode.STORE)
+    if summary.exit_code in stopped_early or summary.failed:
         command = "aimod " + " ".join(shlex.quote(arg) for arg in sys.argv[1:])
         lines.append(
             "  to resume, run the same command again; stored answers are reused: "

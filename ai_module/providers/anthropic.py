@@ -15,6 +15,8 @@ Options read from `AIConfig.options`:
                         (default 4096)
     anthropic_version   the `anthropic-version` header (default "2023-06-01")
     headers             extra, non-secret request headers
+    transport           "aiohttp" (default) or "httpx": the connection pool
+                        (see `ai_module.providers.transport`)
 """
 
 from __future__ import annotations
@@ -35,9 +37,10 @@ from ai_module.errors import (
     RateLimitedError,
     TransientError,
 )
-from ai_module.providers.base import ChatRequest, ChatResponse, Usage
+from ai_module.providers.base import ChatRequest, ChatResponse, Usage, redact_secret
 from ai_module.providers.openai import strict_compatible
 from ai_module.providers.presets import ProviderPreset
+from ai_module.providers.transport import TRANSPORTS, create_transport
 from ai_module.providers.ratelimit_headers import retry_after_seconds
 
 __all__ = ["AnthropicProvider", "build_messages_body", "parse_message"]
@@ -80,8 +83,19 @@ class AnthropicProvider:
             {str(k): str(v) for k, v in (options.get("headers") or {}).items()}
         )
         key = cfg.api_key()
+        self._secret = key.encode() if key else None
         if key:
             headers["x-api-key"] = key
+        transport_name = options.get("transport")
+        if transport_name is not None and transport_name not in TRANSPORTS:
+            raise ConfigError(
+                f"invalid options.transport {transport_name!r}: use "
+                f"{' or '.join(TRANSPORTS)}"
+            )
+        limits = httpx.Limits(
+            max_connections=cfg.parallelism,
+            max_keepalive_connections=cfg.parallelism,
+        )
         self._client = httpx.AsyncClient(
             base_url=self.base_url,
             headers=headers,
@@ -91,10 +105,10 @@ class AnthropicProvider:
                 write=cfg.read_timeout,
                 pool=None,
             ),
-            limits=httpx.Limits(
-                max_connections=cfg.parallelism,
-                max_keepalive_connections=cfg.parallelism,
-            ),
+            limits=limits,
+            # aiohttp's pool unless options.transport=httpx or a proxy variable
+            # applies (see ai_module.providers.transport).
+            transport=create_transport(transport_name, self.base_url, limits),
         )
 
     async def chat(self, request: ChatRequest) -> ChatResponse:
@@ -111,7 +125,8 @@ class AnthropicProvider:
             raise TransientError(
                 f"connection to {self.base_url} failed: {type(exc).__name__}: {exc}"
             ) from None
-        return parse_message(response.status_code, response.headers, response.content)
+        content = redact_secret(response.content, self._secret)
+        return parse_message(response.status_code, response.headers, content)
 
     async def aclose(self) -> None:
         await self._client.aclose()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-__all__ = ["ChatRequest", "ChatResponse", "Provider", "Usage"]
+__all__ = ["ChatRequest", "ChatResponse", "Provider", "Usage", "redact_secret"]
 
 
 @dataclass(frozen=True)
@@ -57,3 +57,14 @@ class Provider(Protocol):
     async def chat(self, request: ChatRequest) -> ChatResponse: ...
 
     async def aclose(self) -> None: ...
+
+
+def redact_secret(content: bytes, secret: bytes | None) -> bytes:
+    """Replace the API key in a response body before any error message quotes it.
+
+    Some providers and proxies echo the key they were sent in a 401 message,
+    and that message would otherwise reach logs, results and the store.
+    """
+    if secret and secret in content:
+        return content.replace(secret, b"[redacted]")
+    return content

@@ -277,6 +277,7 @@ class ServerState:
         self.dropped = 0
         self.hung = 0
         self.client_closed = 0
+        self.faults: collections.Counter[str] = collections.Counter()
         # Requests still open on connections keep counting until they end.
         self.in_flight = sum(c.pending for c in self.connections)
         self.max_in_flight = self.in_flight
@@ -309,7 +310,8 @@ class ServerState:
         sent (not error bodies), and ``status_counts`` every chat response sent,
         by status. ``dropped`` and ``hung`` count injected faults, and
         ``client_closed`` counts requests whose client went away before the
-        response. ``starts`` holds the ``time.time()`` arrival of each chat request
+        response. ``faults`` counts the random faults drawn, by name (a
+        ``p_garbage`` completion is also in ``ok``). ``starts`` holds the ``time.time()`` arrival of each chat request
         while ``record_starts`` is on.
         """
         return {
@@ -319,6 +321,7 @@ class ServerState:
             "dropped": self.dropped,
             "hung": self.hung,
             "client_closed": self.client_closed,
+            "faults": dict(self.faults),
             "in_flight": self.in_flight,
             "max_in_flight": self.max_in_flight,
             "starts": self.starts,
@@ -665,7 +668,10 @@ def _draw_fault(state: ServerState) -> str | None:
         for name, p in zip(FAULT_NAMES, probabilities, strict=True)
         if random_value() < p
     ]
-    return hits[0] if hits else None
+    if not hits:
+        return None
+    state.faults[hits[0]] += 1
+    return hits[0]
 
 
 def _completion_outcome(
