@@ -8,16 +8,52 @@ The Python API::
 
 from __future__ import annotations
 
-from ai_module.config import AIConfig
-from ai_module.errors import AimodError
-from ai_module.orchestrator import (
-    ItemResult,
-    iter_batch,
-    run_batch,
-    run_batch_sync,
-    stream_batch,
-)
-from ai_module.tasks import Task, get_task, list_tasks, load_task_file, register_task
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ai_module.config import AIConfig
+    from ai_module.errors import AimodError
+    from ai_module.orchestrator import (
+        ItemResult,
+        iter_batch,
+        run_batch,
+        run_batch_sync,
+        stream_batch,
+    )
+    from ai_module.tasks import Task, get_task, list_tasks, load_task_file, register_task
+
+# The public names load their modules on first use (PEP 562), so that
+# `aimod --help` and the subcommands do not import Jinja, jsonschema and the
+# providers: that halves the start-up time of `aimod --help`.
+_LAZY = {
+    "AIConfig": "ai_module.config",
+    "AimodError": "ai_module.errors",
+    "ItemResult": "ai_module.orchestrator",
+    "iter_batch": "ai_module.orchestrator",
+    "run_batch": "ai_module.orchestrator",
+    "run_batch_sync": "ai_module.orchestrator",
+    "stream_batch": "ai_module.orchestrator",
+    "Task": "ai_module.tasks",
+    "get_task": "ai_module.tasks",
+    "list_tasks": "ai_module.tasks",
+    "load_task_file": "ai_module.tasks",
+    "register_task": "ai_module.tasks",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'ai_module' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])
+
 
 __all__ = [
     "AIConfig",
