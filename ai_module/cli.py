@@ -204,6 +204,7 @@ def _task_function(cfg) -> int:  # noqa: ANN001 - Hydra passes a DictConfig
 
     try:
         plan = build_plan(cfg, run_dir, sweep_dir)
+        plan.overrides = list(hydra_cfg.overrides.task)
         summary = execute_run(plan)
     except AimodError as exc:
         _fail(str(exc))

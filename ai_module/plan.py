@@ -102,6 +102,23 @@ def _reject_env_lookups(task: Any) -> None:
             )
 
 
+def _parse_shard(value: Any) -> tuple[int, int]:
+    """Parse `shard=I/N` (I from 0 to N-1) into (I, N); no setting is (0, 1)."""
+    if value is None:
+        return 0, 1
+    index, _, count = str(value).partition("/")
+    try:
+        shard = int(index), int(count)
+    except ValueError:
+        shard = (-1, 0)
+    if not 0 <= shard[0] < shard[1]:
+        raise ConfigError(
+            f"invalid setting shard={value!r}: write I/N with 0 <= I < N, e.g. "
+            "shard=0/4 for the first of four shards"
+        )
+    return shard
+
+
 def build_plan(
     cfg: DictConfig, run_dir: Path, sweep_dir: Path | None = None
 ) -> RunPlan:
@@ -145,6 +162,7 @@ def build_plan(
                 "tokens, a number >= 0"
             )
         prices[kind] = None if value is None else float(value)
+    shard_index, shard_count = _parse_shard(cfg.get("shard"))
     store = cfg.get("store")
     store_path = (
         None if store in (None, "", "null", "none", False) else Path(str(store))
@@ -163,6 +181,8 @@ def build_plan(
         progress=bool(cfg.get("progress", True)),
         run_dir=run_dir,
         sweep_dir=sweep_dir,
+        shard_index=shard_index,
+        shard_count=shard_count,
         price_prompt=prices["prompt"],
         price_completion=prices["completion"],
     )

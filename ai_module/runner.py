@@ -75,6 +75,12 @@ class RunPlan:
     progress: bool = True
     run_dir: Path = Path(".")
     sweep_dir: Path | None = None
+    # This run takes the records whose position in the input is shard_index
+    # modulo shard_count, so that N jobs of a sweep can split one input.
+    shard_index: int = 0
+    shard_count: int = 1
+    # The command-line overrides of this job, listed in a sweep's runs.jsonl.
+    overrides: list[str] = field(default_factory=list)
     # USD per million prompt and completion tokens, for the cost estimate.
     price_prompt: float | None = None
     price_completion: float | None = None
@@ -138,6 +144,8 @@ class _Run:
         self._commit_wanted: asyncio.Event | None = None
         self._previous_handlers: dict[int, Any] = {}
         self.lines: dict[int, int] = {}
+        # Item index -> record position in the input, when the run is a shard.
+        self.positions: dict[int, int] = {}
         self.reorder: dict[int, ItemResult] = {}
         self.next_to_write = 0
 
@@ -182,6 +190,7 @@ class _Run:
     def _records(self) -> Iterator[Any]:
         plan = self.plan
         index = 0
+        position = -1
         records = read_records(
             plan.input_path,
             fmt=plan.input_format,
@@ -202,6 +211,14 @@ class _Run:
                 # error becomes the last item, so the run ends with exit code 1.
                 line, record = None, exc
                 self.stop_reading = True
+            position += 1
+            if plan.shard_count > 1:
+                if (
+                    position % plan.shard_count != plan.shard_index
+                    and not self.stop_reading
+                ):
+                    continue
+                self.positions[index] = position
             self.lines[index] = line
             index += 1
             yield record
@@ -211,6 +228,8 @@ class _Run:
     async def _drive(self, ctx: BatchContext) -> None:
         plan = self.plan
         total = count_records(plan.input_path, plan.input_format, plan.limit)
+        if total is not None and plan.shard_count > 1:
+            total = len(range(plan.shard_index, total, plan.shard_count))
         progress = Progress(total, enabled=plan.progress)
         results_path = plan.run_dir / "results.jsonl"
         loop = asyncio.get_running_loop()
@@ -221,7 +240,9 @@ class _Run:
         try:
             with results_path.open("wb") as results:
                 try:
-                    async for item in stream_batch(plan.task, self._records(), context=ctx):
+                    async for item in stream_batch(
+                        plan.task, self._records(), context=ctx
+                    ):
                         self._account(item, ctx)
                         progress.update(failed=not item.ok, from_store=item.from_store)
                         self.reorder[item.index] = item
@@ -282,7 +303,7 @@ class _Run:
 
     def _result_line(self, item: ItemResult) -> bytes:
         line = {
-            "index": item.index,
+            "index": self.positions.pop(item.index, item.index),
             "line": self.lines.pop(item.index, None),
             "input": item.record,
             "output": item.value if item.ok else None,
@@ -355,7 +376,9 @@ class _Run:
             if self.stop_requested == 1:
                 logger.warning(
                     "%s received: sending no new requests, waiting up to %.0f s for "
-                    "calls in flight (again to stop at once)", name, _STOP_GRACE
+                    "calls in flight (again to stop at once)",
+                    name,
+                    _STOP_GRACE,
                 )
                 # Calls waiting for the limiter or a backoff are not sent.
                 ctx.abort(RunAbortedError(f"interrupted by {name}"), log=False)
@@ -433,7 +456,7 @@ class _Run:
                     summary.exit_code = ExitCode.STORE
         (self.plan.run_dir / "summary.json").write_bytes(summary.to_json())
         if self.plan.sweep_dir is not None:
-            _append_sweep_listing(self.plan.sweep_dir, summary)
+            _append_sweep_listing(self.plan.sweep_dir, summary, self.plan.overrides)
 
 
 class _WriteOnly:
@@ -460,12 +483,25 @@ def _describe(error: BaseException | None) -> dict[str, Any] | None:
     return {"type": type(error).__name__, "message": str(error)}
 
 
-def _append_sweep_listing(sweep_dir: Path, summary: RunSummary) -> None:
+def _append_sweep_listing(
+    sweep_dir: Path, summary: RunSummary, overrides: list[str]
+) -> None:
     line = {
         key: getattr(summary, key)
-        for key in ("run_dir", "task", "provider", "model", "status", "total",
-                    "succeeded", "failed", "from_store", "exit_code")
+        for key in (
+            "run_dir",
+            "task",
+            "provider",
+            "model",
+            "status",
+            "total",
+            "succeeded",
+            "failed",
+            "from_store",
+            "exit_code",
+        )
     }
+    line["overrides"] = overrides
     # One short write per job: O_APPEND keeps lines from parallel jobs whole.
     with (sweep_dir / "runs.jsonl").open("ab") as listing:
         listing.write(orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE))

@@ -335,3 +335,27 @@ def test_runs_marks_killed_run(tmp_path):
     row = listing.stdout.splitlines()[1]
     assert " killed " in row
     assert " 0 failed" in row
+
+
+def test_shards_split_input_exactly_once(tmp_path):
+    write_jsonl(tmp_path / "in.jsonl", [{"text": f"t{n}"} for n in range(10)])
+    done = aimod("-m", "task=summarize", "provider=mock", "input=in.jsonl",
+                 "shard=0/3,1/3,2/3", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    (sweep,) = (tmp_path / "runs" / "multirun").iterdir()
+    listing = [json.loads(line) for line in (sweep / "runs.jsonl").read_text().splitlines()]
+    assert sorted(entry["total"] for entry in listing) == [3, 3, 4]
+    indexes = []
+    for entry in listing:
+        for result in read_results(Path(entry["run_dir"])):
+            assert result["input"]["text"] == f"t{result['index']}"
+            indexes.append(result["index"])
+    assert sorted(indexes) == list(range(10))
+    assert any("shard=1/3" in entry["overrides"] for entry in listing)
+
+
+@pytest.mark.parametrize("value", ["3/3", "1", "a/b", "-1/2"])
+def test_invalid_shard_rejected(tmp_path, value):
+    done = aimod("task=summarize", "provider=mock", f"shard={value}", cwd=tmp_path)
+    assert done.returncode == 2
+    assert "invalid setting shard=" in done.stderr
