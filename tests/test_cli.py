@@ -359,3 +359,25 @@ def test_invalid_shard_rejected(tmp_path, value):
     done = aimod("task=summarize", "provider=mock", f"shard={value}", cwd=tmp_path)
     assert done.returncode == 2
     assert "invalid setting shard=" in done.stderr
+
+
+def test_user_provider_files(tmp_path, fake_server):
+    providers = tmp_path / "conf" / "provider"
+    providers.mkdir(parents=True)
+    (providers / "mylocal.yaml").write_text(
+        f"name: mylocal\nbase_url: {fake_server.base_url}\napi_key_env: MY_LOCAL_KEY\n"
+        "model: local-model\noptions: {}\n",
+        encoding="utf-8",
+    )
+    (providers / "openai.yaml").write_text(
+        "name: mock\nbase_url: null\napi_key_env: null\nmodel: replaced\noptions: {}\n",
+        encoding="utf-8",
+    )
+    custom = aimod("task=summarize", "provider=mylocal", "limit=2", cwd=tmp_path,
+                   env={"MY_LOCAL_KEY": fake_server.api_key})
+    assert custom.returncode == 0, custom.stderr
+    assert fake_server.stats()["ok"] == 2
+    assert {e["body"]["model"] for e in fake_server.requests()} == {"local-model"}
+    replaced = aimod("task=summarize", "limit=2", cwd=tmp_path)
+    assert replaced.returncode == 0, replaced.stderr
+    assert "mock replaced" in replaced.stdout
