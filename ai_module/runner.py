@@ -154,6 +154,17 @@ class _Run:
         started = time.monotonic()
         plan.run_dir.mkdir(parents=True, exist_ok=True)
         provider = create_provider(plan.ai)
+        logger.info(
+            "run %s started: task %s, provider %s, model %s, input %s, "
+            "parallelism %d, rps %s",
+            self.summary.run_id,
+            plan.task.name,
+            plan.ai.provider,
+            plan.ai.model,
+            plan.input_path,
+            plan.ai.parallelism,
+            plan.ai.rps,
+        )
         try:
             if plan.store_path is not None:
                 self.store = Store(plan.store_path)
@@ -455,6 +466,16 @@ class _Run:
                     # failed the same way, and the summary already reports that.
                     summary.exit_code = ExitCode.STORE
         (self.plan.run_dir / "summary.json").write_bytes(summary.to_json())
+        logger.info(
+            "run %s %s: %d succeeded, %d failed, %d from store, %d requests in %.1f s",
+            summary.run_id,
+            summary.status,
+            summary.succeeded,
+            summary.failed,
+            summary.from_store,
+            summary.requests,
+            summary.duration_s,
+        )
         if self.plan.sweep_dir is not None:
             _append_sweep_listing(self.plan.sweep_dir, summary, self.plan.overrides)
 
