@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 # The public names load their modules on first use (PEP 562), so that
 # `aimod --help` and the subcommands do not import Jinja, jsonschema and the
-# providers: that halves the start-up time of `aimod --help`.
+# providers. That cut `aimod --help` from about 1.0 s to 0.5 s (bench/README.md).
 _LAZY = {
     "AIConfig": "ai_module.config",
     "AimodError": "ai_module.errors",

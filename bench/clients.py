@@ -4,8 +4,8 @@ Usage: ``python bench/clients.py CLIENT --base-url URL --count N --parallelism P
 [--rps R --burst B]``. CLIENT is one of `CLIENTS`. Every client sends the
 requests of `workload.py`, keeps at most P in flight, parses each answer's JSON
 content, and counts an item as failed when it ends in an error. The printed
-line holds `ok`, `failed`, the wall time and the CPU time of this process, both
-measured around the batch only (imports and set-up excluded).
+line contains `ok`, `failed`, the wall time and the CPU time of this process,
+both measured around the batch only (imports and set-up excluded).
 
 The bare loops are what a careful user writes by hand: one shared connection
 pool, P workers pulling from one iterator, retries of 429 and 5xx after
@@ -258,8 +258,9 @@ async def curator(args: argparse.Namespace) -> dict[str, Any]:
     )
     rows = list(workload.records(args.count))
     started, cpu_started = _start_clock()
-    # curator runs its own event loop in this thread, so it is called from a
-    # worker thread; process_time() still counts every thread of the process.
+    # curator starts an event loop of its own, which cannot run inside this
+    # one, so it is called from a worker thread. process_time() counts every
+    # thread of the process.
     output = await asyncio.to_thread(labeler, rows)
     wall = time.perf_counter() - started
     cpu = time.process_time() - cpu_started

@@ -8,7 +8,7 @@ Usage::
 Each scenario starts the fake OpenAI server (``ai_module.testing.fake_openai``)
 in its own process on 127.0.0.1 and runs every client in its own process, one
 after another, repeating the round ``--repeats`` times so that drift of the
-machine hits every client alike; the table holds medians. The run re-executes
+machine hits every client alike, and the table shows medians. The run re-executes
 itself in a new network namespace (``unshare -rn``) where only loopback
 exists, so no client or SDK can reach any host but the fake server.
 
@@ -34,6 +34,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -74,6 +75,7 @@ class Sizes:
     s1_peer_count: int
     s2_count: int
     s2_peer_count: int
+    s2_floor_count: int
     s3_count: int
     s4_large: int
     s4_small: int
@@ -88,6 +90,7 @@ FULL = Sizes(
     s1_peer_count=4_000,
     s2_count=10_000,
     s2_peer_count=2_000,
+    s2_floor_count=100,
     s3_count=500,
     s4_large=1_000_000,
     s4_small=100_000,
@@ -101,6 +104,7 @@ QUICK = Sizes(
     s1_peer_count=300,
     s2_count=640,
     s2_peer_count=200,
+    s2_floor_count=20,
     s3_count=50,
     s4_large=10_000,
     s4_small=1_000,
@@ -148,6 +152,7 @@ def run_client(
     count: int,
     rps: float | None = None,
     burst: int = 1,
+    parallelism: int = PARALLELISM,
 ) -> dict[str, Any]:
     """Run one client process against `server`; return its result with server CPU."""
     python = sys.executable
@@ -166,7 +171,7 @@ def run_client(
         "--count",
         str(count),
         "--parallelism",
-        str(PARALLELISM),
+        str(parallelism),
         "--burst",
         str(burst),
     ]
@@ -268,11 +273,19 @@ def scenario_ceiling(ctx: Context) -> list[Row]:
     ctx.raw["S0"] = runs
     rate = statistics.median(run["requests_per_second"] for run in runs)
     cpu = statistics.median(run["server_cpu_percent"] for run in runs)
+    # The server's cost per request is taken as constant, so this is an
+    # estimate of what one saturated core would serve.
+    ceiling = statistics.median(
+        100.0 * run["requests_per_second"] / max(run["server_cpu_percent"], 1.0)
+        for run in runs
+    )
     return [
         Row(
             "S0",
-            "fake server alone: requests/s (server CPU % of one core)",
-            {"aimod": f"{rate:,.0f} ({cpu:.0f} %)"},
+            f"fake server alone, raw load on {PARALLELISM} connections: "
+            f"{rate:,.0f} requests/s at {cpu:.0f} % of a core, "
+            f"about {ceiling:,.0f} at 100 %",
+            {},
             "above every client's rate",
         )
     ]
@@ -293,6 +306,15 @@ def scenario_throughput(ctx: Context, scenario: str, latency: float) -> list[Row
             return run_client(ctx, client, server, count if fast else peer_count)
 
         results = interleaved(ctx, ctx.clients, measure)
+        floor = None
+        if latency and "aiohttp" in ctx.clients:
+            # One request in flight shows what the server's timer and loopback
+            # add to the latency, which no client can win back.
+            single = run_client(
+                ctx, "aiohttp", server, sizes.s2_floor_count, parallelism=1
+            )
+            if "error" not in single:
+                floor = single["ok"] / single["wall_s"] * latency
     ctx.raw[scenario] = results
 
     rates: dict[str, float | None] = {}
@@ -353,6 +375,14 @@ def scenario_throughput(ctx: Context, scenario: str, latency: float) -> list[Row
         met = None if aimod_rate is None else aimod_rate / ideal >= 0.95
         rows.append(Row("S2", f"requests/s (ideal {ideal:,.0f})", rate_cells))
         rows.append(Row("S2", "requests/s / ideal", ratio_cells, ">= 0.95", met))
+        if floor is not None:
+            rows.append(
+                Row(
+                    "S2",
+                    "the same ratio with 1 request in flight (server and loopback floor)",
+                    {"aiohttp": f"{floor:.3f}"},
+                )
+            )
         rows.append(Row("S2", "client CPU s per 1,000 requests", cpu_cells))
     return rows
 
@@ -454,8 +484,23 @@ def run_aimod(folder: Path, arguments: list[str], env: dict[str, str] | None = N
             stderr=stderr,
             env={**os.environ, **(env or {})},
         )
+        # ru_maxrss of a child is no use here: Linux carries the parent's peak
+        # across fork and exec into it. VmHWM is the peak of the child's own
+        # address space, read every 20 ms until it exits.
+        peak_kib = [0]
+        exited = threading.Event()
+
+        def watch_peak() -> None:
+            while not exited.is_set():
+                peak_kib[0] = max(peak_kib[0], _peak_rss_kib(process.pid))
+                exited.wait(0.02)
+
+        watcher = threading.Thread(target=watch_peak, daemon=True)
+        watcher.start()
         _, status, usage = os.wait4(process.pid, 0)
         wall = time.perf_counter() - started
+        exited.set()
+        watcher.join()
         process.returncode = os.waitstatus_to_exitcode(status)
         stderr.seek(0)
         tail = stderr.read()[-2000:].decode("utf-8", "replace")
@@ -465,11 +510,22 @@ def run_aimod(folder: Path, arguments: list[str], env: dict[str, str] | None = N
         exit_code=process.returncode,
         wall_s=wall,
         cpu_s=usage.ru_utime + usage.ru_stime,
-        # ru_maxrss is in KiB on Linux.
-        max_rss_mb=usage.ru_maxrss / 1024,
+        max_rss_mb=peak_kib[0] / 1024,
         summary=summary,
         stderr_tail=tail,
     )
+
+
+def _peak_rss_kib(pid: int) -> int:
+    """Return VmHWM of a live process in KiB, or 0 once it has exited."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
 
 
 def _fresh_folder(ctx: Context, name: str) -> Path:
@@ -507,6 +563,7 @@ def scenario_memory(ctx: Context) -> list[Row]:
     input_path = ctx.work_dir / f"records-{sizes.s4_large}.jsonl"
     if not input_path.exists():
         workload.write_jsonl(input_path, sizes.s4_large)
+
     runs: dict[str, list[dict[str, Any]]] = {"small": [], "large": []}
     errors = []
     for repeat in range(sizes.repeats):
@@ -527,6 +584,7 @@ def scenario_memory(ctx: Context) -> list[Row]:
             _log(f"  {label} #{repeat + 1}: {figures}")
             shutil.rmtree(folder, ignore_errors=True)
     ctx.raw["S4"] = {**runs, "errors": errors}
+
     large_rss = median_of(runs["large"], lambda r: r["max_rss_mb"])
     small_rss = median_of(runs["small"], lambda r: r["max_rss_mb"])
     large_rate = median_of(runs["large"], lambda r: r["items_per_s"])
@@ -552,6 +610,7 @@ def scenario_resume(ctx: Context) -> list[Row]:
     input_path = ctx.work_dir / f"records-{count}.jsonl"
     if not input_path.exists():
         workload.write_jsonl(input_path, count)
+
     folder = _fresh_folder(ctx, "s5")
     first = run_aimod(folder, _mock_arguments(input_path))
     error = _check_command(first, "S5 first run")
@@ -573,6 +632,7 @@ def scenario_resume(ctx: Context) -> list[Row]:
         _log(f"  rerun #{len(runs)}: {figures}")
     shutil.rmtree(folder, ignore_errors=True)
     ctx.raw["S5"] = {"runs": runs, "error": error}
+
     run_rate = median_of(runs, lambda r: r["run_rate"])
     command_rate = median_of(runs, lambda r: r["command_rate"])
     calls = max((r["requests"] for r in runs), default=None)

@@ -1,9 +1,10 @@
 """The request every benchmark client sends, so that aimod and its peers do equal work.
 
 Each record is a short product review. aimod renders it through the task below
-(Jinja templates, JSON Schema); the peers build the same two messages with
-`messages()` and send the same `response_format`, so the fake server samples the
-same schema for everyone and its cost per request does not depend on the client.
+(Jinja templates, JSON Schema). The peers build the same two messages with
+`messages()` and send the same `response_format`. The fake server therefore
+samples the same schema for everyone, and its cost per request does not depend
+on the client.
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
 """An httpx transport that sends requests over aiohttp's connection pool.
 
-Providers keep httpx as their HTTP API (requests, responses, timeouts and
-errors are httpx's), but httpx's own pool costs milliseconds of CPU per request
-at 64 requests in flight, which caps a batch at a few hundred requests per
-second on one core. aiohttp's pool and HTTP parser cost a small fraction of
-that; bench/README.md has the figures.
+Providers keep httpx as their HTTP API: requests, responses, timeouts and
+errors are httpx's. httpx's own connection pool, though, costs milliseconds of
+CPU per request at 64 requests in flight, which caps a batch at a few hundred
+requests per second on one core. aiohttp's pool and HTTP parser cost a small
+fraction of that (bench/README.md has the figures).
 
 The transport reads every response body whole before returning it, because
 chat completions are small JSON documents and the kernel needs all of them.

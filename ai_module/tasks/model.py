@@ -38,7 +38,8 @@ def _to_json(value: Any, indent: int | None = None) -> str:
 
 
 _ENVIRONMENT.filters["tojson"] = _to_json
-# Keywords whose regular expressions Rust and Python read differently.
+# Keywords whose values are regular expressions, which the regex engines of
+# Rust and Python read differently in places.
 _REGEX_KEYWORDS = frozenset({"pattern", "patternProperties"})
 
 
