@@ -40,8 +40,8 @@ from ai_module.errors import (
 from ai_module.providers.base import ChatRequest, ChatResponse, Usage, redact_secret
 from ai_module.providers.openai import strict_compatible
 from ai_module.providers.presets import ProviderPreset
-from ai_module.providers.transport import TRANSPORTS, create_transport
 from ai_module.providers.ratelimit_headers import retry_after_seconds
+from ai_module.providers.transport import pool_settings
 
 __all__ = ["AnthropicProvider", "build_messages_body", "parse_message"]
 
@@ -86,29 +86,17 @@ class AnthropicProvider:
         self._secret = key.encode() if key else None
         if key:
             headers["x-api-key"] = key
-        transport_name = options.get("transport")
-        if transport_name is not None and transport_name not in TRANSPORTS:
-            raise ConfigError(
-                f"invalid options.transport {transport_name!r}: use "
-                f"{' or '.join(TRANSPORTS)}"
-            )
-        limits = httpx.Limits(
-            max_connections=cfg.parallelism,
-            max_keepalive_connections=cfg.parallelism,
+        # aiohttp's pool unless options.transport=httpx or a proxy variable
+        # applies (see ai_module.providers.transport).
+        limits, timeout, transport = pool_settings(
+            cfg, options.get("transport"), self.base_url
         )
         self._client = httpx.AsyncClient(
             base_url=self.base_url,
             headers=headers,
-            timeout=httpx.Timeout(
-                connect=cfg.connect_timeout,
-                read=cfg.read_timeout,
-                write=cfg.read_timeout,
-                pool=None,
-            ),
+            timeout=timeout,
             limits=limits,
-            # aiohttp's pool unless options.transport=httpx or a proxy variable
-            # applies (see ai_module.providers.transport).
-            transport=create_transport(transport_name, self.base_url, limits),
+            transport=transport,
         )
 
     async def chat(self, request: ChatRequest) -> ChatResponse:

@@ -43,7 +43,7 @@ from ai_module.providers.ratelimit_headers import (
     exhausted_reset_seconds,
     retry_after_seconds,
 )
-from ai_module.providers.transport import TRANSPORTS, create_transport
+from ai_module.providers.transport import pool_settings
 
 __all__ = ["OpenAIProvider", "build_body", "parse_completion", "strict_compatible"]
 
@@ -101,21 +101,8 @@ class OpenAIProvider:
         if options.get("api_version"):
             params["api-version"] = str(options["api_version"])
 
-        transport_name = options.get("transport")
-        if transport_name is not None and transport_name not in TRANSPORTS:
-            raise ConfigError(
-                f"invalid options.transport {transport_name!r}: use "
-                f"{' or '.join(TRANSPORTS)}"
-            )
-        limits = httpx.Limits(
-            max_connections=cfg.parallelism,
-            max_keepalive_connections=cfg.parallelism,
-        )
-        timeout = httpx.Timeout(
-            connect=cfg.connect_timeout,
-            read=cfg.read_timeout,
-            write=cfg.read_timeout,
-            pool=None,
+        limits, timeout, transport = pool_settings(
+            cfg, options.get("transport"), self.base_url
         )
         # Built once: parsing the URL and merging headers for every request
         # cost more CPU than the rest of the request path together.
@@ -135,7 +122,7 @@ class OpenAIProvider:
         # handling that these calls do not use, at about 0.1 ms of CPU per
         # request. With httpx's own transport the client stays, because the
         # client applies the proxy variables of the environment.
-        self._transport = create_transport(transport_name, self.base_url, limits)
+        self._transport = transport
         self._client = httpx.AsyncClient(
             timeout=timeout,
             limits=limits,

@@ -104,12 +104,18 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         except aiohttp.ClientError as exc:
             raise _to_httpx_error(exc, request) from exc
         except asyncio.TimeoutError as exc:
-            raise httpx.ReadTimeout("timed out waiting for the response", request=request) from exc
+            raise httpx.ReadTimeout(
+                "timed out waiting for the response", request=request
+            ) from exc
         extensions: dict[str, Any] = {"http_version": b"HTTP/1.1"}
         if reason:
             extensions["reason_phrase"] = reason.encode("latin-1", "replace")
         return httpx.Response(
-            status, headers=headers, content=body, request=request, extensions=extensions
+            status,
+            headers=headers,
+            content=body,
+            request=request,
+            extensions=extensions,
         )
 
     async def aclose(self) -> None:
@@ -118,7 +124,9 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             await session.close()
 
 
-def _to_httpx_error(exc: aiohttp.ClientError, request: httpx.Request) -> httpx.TransportError:
+def _to_httpx_error(
+    exc: aiohttp.ClientError, request: httpx.Request
+) -> httpx.TransportError:
     message = f"{type(exc).__name__}: {exc}"
     if isinstance(exc, aiohttp.ConnectionTimeoutError):
         return httpx.ConnectTimeout(message, request=request)
@@ -146,6 +154,33 @@ def _proxied(url: str) -> bool:
     return not urllib.request.proxy_bypass_environment(parsed.host)
 
 
+def pool_settings(
+    cfg: Any, transport_name: Any, base_url: str
+) -> tuple[httpx.Limits, httpx.Timeout, httpx.AsyncBaseTransport | None]:
+    """Return the pool limits, timeouts and transport a provider's client uses.
+
+    Raises ConfigError for an `options.transport` that is not one of TRANSPORTS.
+    """
+    from ai_module.errors import ConfigError
+
+    if transport_name is not None and transport_name not in TRANSPORTS:
+        raise ConfigError(
+            f"invalid options.transport {transport_name!r}: use "
+            f"{' or '.join(TRANSPORTS)}"
+        )
+    limits = httpx.Limits(
+        max_connections=cfg.parallelism,
+        max_keepalive_connections=cfg.parallelism,
+    )
+    timeout = httpx.Timeout(
+        connect=cfg.connect_timeout,
+        read=cfg.read_timeout,
+        write=cfg.read_timeout,
+        pool=None,
+    )
+    return limits, timeout, create_transport(transport_name, base_url, limits)
+
+
 def create_transport(
     name: str | None, base_url: str, limits: httpx.Limits
 ) -> httpx.AsyncBaseTransport | None:
@@ -157,7 +192,9 @@ def create_transport(
     """
     if name is None:
         if _proxied(base_url):
-            logger.info("a proxy variable applies to %s: using httpx's transport", base_url)
+            logger.info(
+                "a proxy variable applies to %s: using httpx's transport", base_url
+            )
             return None
         name = "aiohttp"
     if name == "httpx":
