@@ -3,7 +3,8 @@
 The Python API::
 
     from ai_module import AIConfig, run_batch
-    results = asyncio.run(run_batch("nl2cypher", [{"prompt": "count users"}], AIConfig()))
+    inputs = [{"prompt": "count users"}]
+    results = asyncio.run(run_batch("nl2cypher", inputs, AIConfig()))
 """
 
 from __future__ import annotations
@@ -21,7 +22,13 @@ if TYPE_CHECKING:
         run_batch_sync,
         stream_batch,
     )
-    from ai_module.tasks import Task, get_task, list_tasks, load_task_file, register_task
+    from ai_module.tasks import (
+        Task,
+        get_task,
+        list_tasks,
+        load_task_file,
+        register_task,
+    )
 
 # The public names load their modules on first use (PEP 562), so that
 # `aimod --help` and the subcommands do not import Jinja, jsonschema and the

@@ -82,7 +82,7 @@ class ProviderError(AimodError):
 
 
 class RateLimitedError(ProviderError):
-    """The provider answered 429. `retry_after` is its requested wait in seconds."""
+    """HTTP 429 from the provider; `retry_after` is the requested wait in seconds."""
 
     def __init__(
         self, message: str, *, retry_after: float | None = None, status: int = 429
@@ -96,7 +96,7 @@ class TransientError(ProviderError):
 
 
 class ErrorBodyError(TransientError):
-    """The provider answered 200 with an error object instead of a completion."""
+    """The provider returned HTTP 200 with an error object instead of a completion."""
 
 
 class AuthenticationError(ProviderError):

@@ -48,7 +48,9 @@ def detect_format(path: Path) -> str:
 
 def _require_file(path: Path) -> None:
     if not path.exists():
-        raise InputError(f"input file not found: {path}. Check the path given as input=")
+        raise InputError(
+            f"input file not found: {path}. Check the path given as input="
+        )
     if path.is_dir():
         raise InputError(f"input {path} is a folder; give a file with input=FILE")
 
@@ -81,7 +83,9 @@ def read_records(
     _require_file(path)
     fmt = fmt or detect_format(path)
     if fmt not in FORMATS:
-        raise InputError(f"invalid input.format {fmt!r}: use one of {', '.join(FORMATS)}")
+        raise InputError(
+            f"invalid input.format {fmt!r}: use one of {', '.join(FORMATS)}"
+        )
     reader = {"jsonl": _read_jsonl, "json": _read_json_array, "csv": _read_csv}[fmt]
     mapping = dict(fields or {})
     count = 0
@@ -144,7 +148,9 @@ def _too_large(where: str, size: int, max_bytes: int) -> InputError:
     )
 
 
-def _parse_json_record(path: Path, line: int, raw: bytes) -> dict[str, Any] | InputError:
+def _parse_json_record(
+    path: Path, line: int, raw: bytes
+) -> dict[str, Any] | InputError:
     try:
         value = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -182,9 +188,12 @@ def _read_json_array(path: Path, max_bytes: int) -> Iterator[tuple[int, Any]]:
         raise InputError(f"{path}: expected a JSON array of objects")
     for number, value in enumerate(values, start=1):
         if not isinstance(value, dict):
-            yield number, InputError(
-                f"{path}: element {number} must be a JSON object, got "
-                f"{type(value).__name__}"
+            yield (
+                number,
+                InputError(
+                    f"{path}: element {number} must be a JSON object, got "
+                    f"{type(value).__name__}"
+                ),
             )
             continue
         size = len(orjson.dumps(value))
@@ -233,27 +242,34 @@ def _read_csv(path: Path, max_bytes: int) -> Iterator[tuple[int, Any]]:
             if not row:
                 continue
             if _invalid_text(row):
-                yield reader.line_num, InputError(
-                    f"{path}:{reader.line_num}: invalid UTF-8 in this row; convert "
-                    "the file to UTF-8 (for example iconv -f LATIN1 -t UTF-8) or "
-                    "fix the row"
+                yield (
+                    reader.line_num,
+                    InputError(
+                        f"{path}:{reader.line_num}: invalid UTF-8 in this row; convert "
+                        "the file to UTF-8 (for example iconv -f LATIN1 -t UTF-8) or "
+                        "fix the row"
+                    ),
                 )
                 continue
             size = sum(map(len, row))
             if size * 4 > max_bytes:  # a UTF-8 character takes at most 4 bytes
                 size = sum(len(field.encode("utf-8")) for field in row)
                 if size > max_bytes:
-                    yield reader.line_num, _too_large(
-                        f"{path}:{reader.line_num}", size, max_bytes
+                    yield (
+                        reader.line_num,
+                        _too_large(f"{path}:{reader.line_num}", size, max_bytes),
                     )
                     continue
             if len(row) != len(header):
-                yield reader.line_num, InputError(
-                    f"{path}:{reader.line_num}: row has {len(row)} fields but the "
-                    f"header has {len(header)}; fix the quoting or the row"
+                yield (
+                    reader.line_num,
+                    InputError(
+                        f"{path}:{reader.line_num}: row has {len(row)} fields but the "
+                        f"header has {len(header)}; fix the quoting or the row"
+                    ),
                 )
                 continue
-            yield reader.line_num, dict(zip(header, row))
+            yield reader.line_num, dict(zip(header, row, strict=True))
 
 
 def _invalid_text(fields: list[str]) -> bool:
@@ -267,7 +283,9 @@ def _invalid_text(fields: list[str]) -> bool:
     return False
 
 
-def count_records(path: str | Path, fmt: str | None = None, limit: int | None = None) -> int | None:
+def count_records(
+    path: str | Path, fmt: str | None = None, limit: int | None = None
+) -> int | None:
     """Count records cheaply for progress and ETA, or return None if unknown."""
     path = Path(path)
     try:

@@ -52,4 +52,4 @@ def extract_json(text: str) -> Any:
             continue
 
     excerpt = stripped[:160] + ("…" if len(stripped) > 160 else "")
-    raise InvalidJSONError(f"answer contains no JSON value: {excerpt!r}", text=text)
+    raise InvalidJSONError(f"response contains no JSON value: {excerpt!r}", text=text)

@@ -84,7 +84,7 @@ class ItemOutcome:
 
 @dataclass
 class BatchContext:
-    """What all items of one batch share: provider, limiters, cache, breaker."""
+    """State shared by all items of one batch: provider, limiters, cache, breaker."""
 
     cfg: AIConfig
     provider: Provider
@@ -251,7 +251,7 @@ async def _answer(
         outcome.usage = _add_usage(outcome.usage, response.usage)
         if response.finish_reason == "length":
             raise TruncatedOutputError(
-                "answer was cut off by the token limit (finish_reason 'length'); "
+                "response was cut off by the token limit (finish_reason 'length'); "
                 "raise max_tokens or shorten the input",
                 text=response.text,
             )
@@ -263,7 +263,7 @@ async def _answer(
                 raise
             outcome.repairs += 1
             logger.info(
-                "asking again after invalid answer (repair %d): %s",
+                "asking again after an invalid response (repair %d): %s",
                 outcome.repairs,
                 exc,
             )

@@ -181,7 +181,7 @@ async def iter_batch(
     cfg: AIConfig | None = None,
     **kwargs: Any,
 ) -> AsyncIterator[tuple[int, Any]]:
-    """Yield `(index, result)` as items finish; an exception replaces a failed result."""
+    """Yield `(index, result)` as items finish, an exception for a failed item."""
     async for item in stream_batch(task, inputs, cfg, **kwargs):
         yield item.index, item.result
 

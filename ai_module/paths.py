@@ -1,4 +1,4 @@
-"""Where the built-in Hydra configs and tasks are, from a checkout or a wheel.
+"""Locations of the built-in Hydra configs and tasks, in a checkout or a wheel.
 
 A wheel carries them inside the package (`ai_module/_bundled/`); an editable
 install or a checkout reads the repository's top-level `conf/` and `tasks/`.
@@ -29,5 +29,5 @@ def builtin_tasks_dir() -> Path:
 
 
 def user_tasks_dir() -> Path:
-    """The `tasks/` folder of the current working directory."""
+    """Return the `tasks/` folder of the current working directory."""
     return Path.cwd() / "tasks"

@@ -59,7 +59,9 @@ class Progress:
         if self._bar is not None:
             self._bar.update(1)
             if failed or self.done % 64 == 0:
-                self._bar.set_postfix(failed=self.failed, stored=self.from_store, refresh=False)
+                self._bar.set_postfix(
+                    failed=self.failed, stored=self.from_store, refresh=False
+                )
             return
         if not self.enabled:
             return
@@ -84,7 +86,9 @@ class Progress:
 
     def close(self) -> None:
         if self._bar is not None:
-            self._bar.set_postfix(failed=self.failed, stored=self.from_store, refresh=True)
+            self._bar.set_postfix(
+                failed=self.failed, stored=self.from_store, refresh=True
+            )
             self._bar.close()
             self._bar = None
 

@@ -416,7 +416,7 @@ class _Run:
                 pass
         self._previous_handlers.clear()
 
-    # -- the end -------------------------------------------------------------------------
+    # -- the end -----------------------------------------------------------------
 
     def _finish(self) -> None:
         summary = self.summary
@@ -461,9 +461,10 @@ class _Run:
             finally:
                 try:
                     self.store.close()
-                except StoreError:
-                    # close() flushes again, which fails only after finish_run
-                    # failed the same way, and the summary already reports that.
+                except StoreError as exc:
+                    # finish_run() already flushed, so close() has rows left to
+                    # write only when that flush failed and was reported.
+                    logger.error("closing the store failed: %s", exc)
                     summary.exit_code = ExitCode.STORE
         (self.plan.run_dir / "summary.json").write_bytes(summary.to_json())
         logger.info(

@@ -225,7 +225,9 @@ class Store:
     ) -> None:
         """Buffer an item's outcome; `flush()` commits it."""
         status = "ok" if error is None else "error"
-        self._pending_items.append((run_id, index, request_key, status, error, attempts))
+        self._pending_items.append(
+            (run_id, index, request_key, status, error, attempts)
+        )
 
     def flush(self) -> int:
         """Commit buffered answers and items in one transaction; return the count.
@@ -295,7 +297,9 @@ class Store:
                         "committed before this are kept; free space or fix "
                         "permissions, then run the same command again."
                     ) from None
-                logger.warning("store %s is locked, retrying (%d)", self.path, attempt + 1)
+                logger.warning(
+                    "store %s is locked, retrying (%d)", self.path, attempt + 1
+                )
                 time.sleep(min(2.0, 0.05 * 2**attempt))
             except sqlite3.Error as exc:
                 raise StoreError(

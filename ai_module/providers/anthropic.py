@@ -41,7 +41,7 @@ from ai_module.providers.base import ChatRequest, ChatResponse, Usage, redact_se
 from ai_module.providers.openai import strict_compatible
 from ai_module.providers.presets import ProviderPreset
 from ai_module.providers.ratelimit_headers import retry_after_seconds
-from ai_module.providers.transport import pool_settings
+from ai_module.providers.transport import pool_settings, transient_error
 
 __all__ = ["AnthropicProvider", "build_messages_body", "parse_message"]
 
@@ -107,12 +107,8 @@ class AnthropicProvider:
             response = await self._client.post(
                 "/v1/messages", content=orjson.dumps(body)
             )
-        except httpx.TimeoutException as exc:
-            raise TransientError(f"request timed out ({type(exc).__name__})") from None
         except httpx.TransportError as exc:
-            raise TransientError(
-                f"connection to {self.base_url} failed: {type(exc).__name__}: {exc}"
-            ) from None
+            raise transient_error(exc, self.base_url) from None
         content = redact_secret(response.content, self._secret)
         return parse_message(response.status_code, response.headers, content)
 

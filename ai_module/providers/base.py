@@ -50,7 +50,7 @@ class ChatResponse:
 
 
 class Provider(Protocol):
-    """What the kernel calls. Errors are raised as `ai_module.errors.ProviderError`."""
+    """Interface the kernel calls. Errors are `ai_module.errors.ProviderError`s."""
 
     name: str
 

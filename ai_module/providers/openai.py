@@ -43,7 +43,7 @@ from ai_module.providers.ratelimit_headers import (
     exhausted_reset_seconds,
     retry_after_seconds,
 )
-from ai_module.providers.transport import pool_settings
+from ai_module.providers.transport import pool_settings, transient_error
 
 __all__ = ["OpenAIProvider", "build_body", "parse_completion", "strict_compatible"]
 
@@ -166,12 +166,8 @@ class OpenAIProvider:
                 response = await self._transport.handle_async_request(http_request)
             else:
                 response = await self._client.send(http_request)
-        except httpx.TimeoutException as exc:
-            raise TransientError(f"request timed out ({type(exc).__name__})") from None
         except httpx.TransportError as exc:
-            raise TransientError(
-                f"connection to {self.base_url} failed: {type(exc).__name__}: {exc}"
-            ) from None
+            raise transient_error(exc, self.base_url) from None
         return parse_completion(
             response.status_code,
             response.headers,
@@ -258,7 +254,8 @@ def parse_completion(status: int, headers: Any, content: bytes) -> ChatResponse:
         data = orjson.loads(content)
     except orjson.JSONDecodeError:
         raise TransientError(
-            f"provider answered 200 with a body that is not JSON: {_excerpt(content)}",
+            "provider returned HTTP 200 with a body that is not JSON: "
+            + _excerpt(content),
             status=status,
         ) from None
     if not isinstance(data, dict):
@@ -324,7 +321,7 @@ def _error_body(error: Any, status: int) -> ProviderError:
         kind = f"{error.get('type', '')} {error.get('code', '')}".lower()
     else:
         text, kind = str(error), ""
-    message = f"provider answered 200 with an error: {text}"
+    message = f"provider returned HTTP 200 with an error object: {text}"
     if "auth" in kind or "api_key" in kind:
         return AuthenticationError(message, status=status)
     if "invalid_request" in kind or "not_found" in kind:

@@ -154,6 +154,17 @@ def _proxied(url: str) -> bool:
     return not urllib.request.proxy_bypass_environment(parsed.host)
 
 
+def transient_error(exc: httpx.TransportError, base_url: str) -> Exception:
+    """Describe a failed HTTP exchange as the TransientError the kernel retries."""
+    from ai_module.errors import TransientError
+
+    if isinstance(exc, httpx.TimeoutException):
+        return TransientError(f"request timed out ({type(exc).__name__})")
+    return TransientError(
+        f"connection to {base_url} failed: {type(exc).__name__}: {exc}"
+    )
+
+
 def pool_settings(
     cfg: Any, transport_name: Any, base_url: str
 ) -> tuple[httpx.Limits, httpx.Timeout, httpx.AsyncBaseTransport | None]:

@@ -310,7 +310,9 @@ class Task(BaseModel):
 
     def _render(self, field: str, record: Mapping[str, Any]) -> str:
         private = self.__pydantic_private__
-        template = private["_system_template" if field == "system" else "_user_template"]
+        template = private[
+            "_system_template" if field == "system" else "_user_template"
+        ]
         context = {name: None for name in self.optional_fields}
         context.update(record)
         try:
@@ -348,7 +350,7 @@ class Task(BaseModel):
                 for e in errors[:5]
             )
             raise SchemaValidationError(
-                f"answer does not match the output schema: {details}"
+                f"response does not match the output schema: {details}"
             )
 
     def parse_output(self, value: Any) -> Any:

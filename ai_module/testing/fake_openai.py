@@ -311,8 +311,8 @@ class ServerState:
         by status. ``dropped`` and ``hung`` count injected faults, and
         ``client_closed`` counts requests whose client went away before the
         response. ``faults`` counts the random faults drawn, by name (a
-        ``p_garbage`` completion is also in ``ok``). ``starts`` holds the ``time.time()`` arrival of each chat request
-        while ``record_starts`` is on.
+        ``p_garbage`` completion is also in ``ok``). ``starts`` contains the
+        ``time.time()`` arrival of each chat request while ``record_starts`` is on.
         """
         return {
             "requests": self.requests,
