@@ -155,7 +155,18 @@ class Store:
             isolation_level=None,
         )
         connection.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
-        connection.execute("PRAGMA journal_mode = WAL")
+        # While another process opens a new file for the first time, switching
+        # it to WAL can fail with "database is locked" without waiting on the
+        # busy timeout. So this one statement is retried here.
+        for attempt in range(_LOCKED_RETRIES):
+            try:
+                connection.execute("PRAGMA journal_mode = WAL")
+                break
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or attempt == _LOCKED_RETRIES - 1:
+                    connection.close()
+                    raise
+                time.sleep(min(1.0, 0.01 * 2**attempt))
         connection.execute("PRAGMA synchronous = NORMAL")
         return connection
 

@@ -7,6 +7,7 @@ writes a real SQLite store in the test's temporary folder.
 from __future__ import annotations
 
 import contextlib
+import multiprocessing
 import os
 import signal
 import sqlite3
@@ -375,6 +376,31 @@ def test_two_processes_share_store(tmp_path, fake_server_factory):
     store = tmp_path / "runs" / "aimod.db"
     assert count_rows(store, "responses") == 1500
     assert count_rows(store, "items") == 2000
+
+
+def _open_store_at(path: str, start_at: float) -> str:
+    """Open a store at a shared moment (run in a forked process)."""
+    from ai_module.store import Store
+
+    while time.time() < start_at:
+        pass
+    try:
+        Store(path)
+    except Exception as exc:  # the report is what the test compares
+        return repr(exc)
+    return "ok"
+
+
+def test_processes_creating_one_store_at_once(tmp_path):
+    # Two `aimod` commands started together in a fresh folder both create
+    # runs/aimod.db; switching a new file to WAL used to fail one of them.
+    context = multiprocessing.get_context("fork")
+    with context.Pool(6) as pool:
+        for trial in range(30):
+            path = str(tmp_path / f"trial{trial}" / "aimod.db")
+            start_at = time.time() + 0.05
+            reports = pool.starmap(_open_store_at, [(path, start_at)] * 6)
+            assert reports == ["ok"] * 6, reports
 
 
 @contextlib.contextmanager
