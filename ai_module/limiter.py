@@ -1,12 +1,14 @@
 """Rate limiters shared by every worker of a batch.
 
 `_RPSLimiter` spaces request starts evenly at `rps` per second using the
-generic cell rate algorithm (a virtual schedule, equivalent to a token bucket of
-size `burst`): each acquire reserves the next free start time and sleeps until
-it. With `burst` = b, at most rps + b starts fall in any 1-second window.
+generic cell rate algorithm (equivalent to a token bucket of size `burst`).
+With `burst` = b, at most rps + b starts fall in any 1-second window.
 
-Reservation happens without awaiting, so it is atomic on one event loop however
-many workers call `acquire()` at once. `pause(seconds)` moves every future start
+Waiters queue on a FIFO lock and the one at the head computes its start from
+the moment the previous caller actually started, not from a schedule reserved
+in advance. A schedule fixed in advance breaks the bound whenever the event
+loop stalls: callers whose slots passed during the stall wake together, next
+to callers whose slots are on time. `pause(seconds)` moves every future start
 past the pause, which is how one 429 with `Retry-After` holds back all workers.
 """
 
@@ -33,27 +35,35 @@ class _RPSLimiter:
         self._tolerance = (burst - 1) * self._interval
         self._theoretical_arrival = 0.0
         self._paused_until = 0.0
+        self._queue = asyncio.Lock()
         self.pauses = 0
 
-    def _reserve(self, now: float) -> float:
-        start = max(now, self._paused_until)
-        if self._interval:
-            start = max(start, self._theoretical_arrival - self._tolerance)
-            self._theoretical_arrival = (
-                max(self._theoretical_arrival, start) + self._interval
-            )
-        return start
+    def _earliest_start(self, now: float) -> float:
+        return max(
+            now,
+            self._paused_until,
+            self._theoretical_arrival - self._tolerance,
+        )
 
     async def acquire(self) -> None:
         """Wait until this caller may start a request."""
-        while True:
-            now = time.monotonic()
-            start = self._reserve(now)
-            if start > now:
+        if not self._interval:
+            # Unlimited: only a pause delays callers, and no order is kept.
+            while (wait := self._paused_until - time.monotonic()) > 0:
+                await asyncio.sleep(wait)
+            return
+        async with self._queue:
+            while True:
+                now = time.monotonic()
+                start = self._earliest_start(now)
+                if start <= now:
+                    break
+                # Woken late or by a pause that began meanwhile, the next pass
+                # recomputes from the clock rather than trusting this sleep.
                 await asyncio.sleep(start - now)
-            # A pause that began while we slept invalidates the reserved slot.
-            if self._paused_until <= start:
-                return
+            self._theoretical_arrival = (
+                max(self._theoretical_arrival, now) + self._interval
+            )
 
     def pause(self, seconds: float) -> None:
         """Hold back every start for `seconds` from now (extends, never shortens)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from itertools import pairwise
 
 import pytest
 
@@ -51,18 +52,46 @@ def test_no_window_exceeds_rps_plus_burst(rps, burst, workers, items):
 def test_starts_are_evenly_spaced():
     limiter = _RPSLimiter(20, 1)
     starts = sorted(asyncio.run(record_starts(limiter, 30, 30)))
-    gaps = [b - a for a, b in zip(starts, starts[1:])]
+    gaps = [b - a for a, b in pairwise(starts)]
     # asyncio.sleep never wakes early, so each gap is at least the interval,
     # less scheduling noise between two wake-ups.
     assert min(gaps) >= 0.05 - 0.01
     assert starts[-1] - starts[0] == pytest.approx(29 * 0.05, abs=0.15)
 
 
-def test_concurrent_acquire_reserves_distinct_slots():
-    limiter = _RPSLimiter(1000, 1)
-    reserved = [limiter._reserve(100.0) for _ in range(500)]
-    assert len(set(reserved)) == 500
-    assert reserved == sorted(reserved)
+def test_stalled_event_loop_does_not_bunch_starts():
+    # A loop blocked for 150 ms (a slow callback, a GC pause, a busy machine)
+    # must not release the overdue callers together next to on-time ones.
+    limiter = _RPSLimiter(40, 1)
+
+    async def scenario() -> list[float]:
+        async def stall() -> None:
+            for _ in range(3):
+                await asyncio.sleep(0.3)
+                time.sleep(0.15)
+
+        staller = asyncio.create_task(stall())
+        starts = await record_starts(limiter, 50, 80)
+        await staller
+        return starts
+
+    starts = asyncio.run(scenario())
+    assert max_in_window(starts) <= 40 + 1
+
+
+def test_waiters_start_in_arrival_order():
+    limiter = _RPSLimiter(200, 1)
+    order: list[int] = []
+
+    async def worker(number: int) -> None:
+        await limiter.acquire()
+        order.append(number)
+
+    async def scenario() -> None:
+        await asyncio.gather(*(worker(n) for n in range(30)))
+
+    asyncio.run(scenario())
+    assert order == list(range(30))
 
 
 def test_pause_holds_every_worker():
