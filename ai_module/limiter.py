@@ -4,12 +4,13 @@
 generic cell rate algorithm (equivalent to a token bucket of size `burst`).
 With `burst` = b, at most rps + b starts fall in any 1-second window.
 
-Waiters queue on a FIFO lock and the one at the head computes its start from
-the moment the previous caller actually started, not from a schedule reserved
-in advance. A schedule fixed in advance breaks the bound whenever the event
-loop stalls: callers whose slots passed during the stall wake together, next
-to callers whose slots are on time. `pause(seconds)` moves every future start
-past the pause, which is how one 429 with `Retry-After` holds back all workers.
+Waiters queue on a FIFO lock and only the one at the head sleeps, then checks
+the clock again before it starts. A schedule reserved in advance for every
+waiter breaks the bound whenever the event loop stalls: waiters whose slots
+passed during the stall wake together, next to waiters whose slots are on time.
+
+`pause(seconds)` moves every future start past the pause, which is how one 429
+with `Retry-After` delays all workers.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ class _RPSLimiter:
                 await asyncio.sleep(wait)
             return
         async with self._queue:
+            timer_lag = 0.0
             while True:
                 now = time.monotonic()
                 start = self._earliest_start(now)
@@ -61,8 +63,13 @@ class _RPSLimiter:
                 # Woken late or by a pause that began meanwhile, the next pass
                 # recomputes from the clock rather than trusting this sleep.
                 await asyncio.sleep(start - now)
+                timer_lag = min(max(time.monotonic() - start, 0.0), self._interval)
+            # Waking up to one interval after the planned start keeps the even
+            # pace, so the usual timer lag does not slow the rate. A later start
+            # (a stalled loop) restarts the pace from itself. Either way no
+            # 1-second window contains more than rps + burst starts.
             self._theoretical_arrival = (
-                max(self._theoretical_arrival, now) + self._interval
+                max(self._theoretical_arrival, now - timer_lag) + self._interval
             )
 
     def pause(self, seconds: float) -> None:
