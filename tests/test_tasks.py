@@ -29,7 +29,9 @@ output_schema:
 
 def write_task(folder: Path, name: str, text: str | None = None) -> Path:
     path = folder / f"{name}.yaml"
-    path.write_text(text if text is not None else GOOD.format(name=name), encoding="utf-8")
+    path.write_text(
+        text if text is not None else GOOD.format(name=name), encoding="utf-8"
+    )
     return path
 
 
@@ -42,7 +44,12 @@ def test_load_renders_messages(tmp_path):
 
 @pytest.mark.parametrize(
     "value",
-    ["{{ 7 * 7 }}", "{% for x in range(3) %}x{% endfor %}", "{{ ''.__class__ }}", "ünï 🎉"],
+    [
+        "{{ 7 * 7 }}",
+        "{% for x in range(3) %}x{% endfor %}",
+        "{{ ''.__class__ }}",
+        "ünï 🎉",
+    ],
 )
 def test_values_render_as_data(tmp_path, value):
     task = load_task_file(write_task(tmp_path, "label"))
@@ -93,6 +100,44 @@ def test_invalid_schema_is_rejected(tmp_path):
     assert "invalid JSON Schema" in str(info.value)
 
 
+@pytest.mark.parametrize(
+    "target", ["http://127.0.0.1:9/label.json", "file:///etc/hostname", "other.json"]
+)
+def test_schema_reference_outside_rejected(tmp_path, target):
+    text = GOOD.format(name="label").replace(
+        "label: {type: string, enum: [positive, negative]}",
+        f"label: {{$ref: '{target}'}}",
+    )
+    path = write_task(tmp_path, "label", text)
+    with pytest.raises(TaskError) as info:
+        load_task_file(path)
+    message = str(info.value)
+    assert "properties/label/$ref" in message
+    assert target in message
+    assert "#/$defs/NAME" in message
+
+
+def test_schema_reference_inside_accepted(tmp_path):
+    text = GOOD.format(name="label").replace(
+        "label: {type: string, enum: [positive, negative]}",
+        "label: {$ref: '#/$defs/mood'}\n"
+        "  $defs:\n"
+        "    mood: {enum: [positive, negative]}",
+    )
+    task = load_task_file(write_task(tmp_path, "label", text))
+    task.validate_output({"label": "positive"})
+    with pytest.raises(SchemaValidationError):
+        task.validate_output({"label": "neutral"})
+
+
+def test_result_field_must_be_property(tmp_path):
+    text = GOOD.format(name="label") + "result_field: lable\n"
+    with pytest.raises(TaskError) as info:
+        load_task_file(write_task(tmp_path, "label", text))
+    assert "result_field" in str(info.value)
+    assert "'label'" in str(info.value)
+
+
 def test_invalid_yaml_gives_line(tmp_path):
     path = write_task(tmp_path, "label", "name: label\nuser: {{ text }}\n")
     with pytest.raises(TaskError) as info:
@@ -111,7 +156,10 @@ def test_unknown_field_named_with_line(tmp_path):
 
 
 def test_example_output_must_match_schema(tmp_path):
-    text = GOOD.format(name="label") + "examples:\n  - input: {text: hi}\n    output: {label: maybe}\n"
+    text = (
+        GOOD.format(name="label")
+        + "examples:\n  - input: {text: hi}\n    output: {label: maybe}\n"
+    )
     with pytest.raises(TaskError, match=r"examples\[0\]\.output"):
         load_task_file(write_task(tmp_path, "label", text))
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
+import referencing
 from jinja2 import StrictUndefined, TemplateSyntaxError, UndefinedError, meta
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
@@ -70,6 +71,32 @@ def _compile_fast_validator(schema: dict[str, Any]) -> Any | None:
         return jsonschema_rs.Draft202012Validator(schema, **options)
     except Exception:  # any schema jsonschema-rs cannot compile
         return None
+
+
+_REFERENCE_KEYWORDS = ("$ref", "$dynamicRef", "$recursiveRef")
+
+
+def _outside_reference(node: Any, path: str = "") -> tuple[str, str] | None:
+    """Find a reference to another document: return (where, target) or None.
+
+    Only references within the schema (starting with '#') are allowed, so that
+    checking a response never reads a file or fetches a URL.
+    """
+    if isinstance(node, dict):
+        for key, value in node.items():
+            where = f"{path}/{key}"
+            if key in _REFERENCE_KEYWORDS and isinstance(value, str):
+                if not value.startswith("#"):
+                    return where, value
+            found = _outside_reference(value, where)
+            if found:
+                return found
+    elif isinstance(node, list):
+        for number, value in enumerate(node):
+            found = _outside_reference(value, f"{path}/{number}")
+            if found:
+                return found
+    return None
 
 
 def _uses_keywords(node: Any, keywords: frozenset[str]) -> bool:
@@ -237,8 +264,34 @@ class Task(BaseModel):
                 "output_schema",
                 f"invalid JSON Schema at '{where or '(root)'}': {exc.message}",
             ) from None
-        self._validator = validator_class(self.output_schema)
+        outside = _outside_reference(self.output_schema)
+        if outside:
+            where, target = outside
+            raise self._error(
+                "output_schema",
+                f"'{where.lstrip('/')}' refers to {target!r}, outside the schema. "
+                "References to other files or URLs are not followed: copy that "
+                "schema under '$defs' and refer to it as '#/$defs/NAME'",
+            )
+        # An empty registry: nothing is fetched, even for a reference that
+        # slipped past the check above.
+        self._validator = validator_class(
+            self.output_schema, registry=referencing.Registry()
+        )
         self._fast_validator = _compile_fast_validator(self.output_schema)
+        self._check_result_field()
+
+    def _check_result_field(self) -> None:
+        if self.result_field is None:
+            return
+        properties = self.output_schema.get("properties")
+        if isinstance(properties, dict) and self.result_field not in properties:
+            known = ", ".join(map(repr, properties)) or "none"
+            raise self._error(
+                "result_field",
+                f"{self.result_field!r} is not a property of output_schema "
+                f"(its properties: {known})",
+            )
 
     def _error(
         self, field: str, message: str, template_line: int | None = None
