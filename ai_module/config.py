@@ -2,19 +2,55 @@
 
 from __future__ import annotations
 
+import math
 import os
+import re
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ai_module.errors import ConfigError
 from ai_module.providers.presets import preset_for
 
-__all__ = ["AIConfig", "GENERATION_FIELDS"]
+__all__ = ["AIConfig", "GENERATION_FIELDS", "find_secrets", "is_secret_name"]
 
 GENERATION_FIELDS = ("temperature", "max_tokens", "top_p", "seed", "stop")
 
-_SECRET_FIELDS = {"api_key", "key", "token", "authorization", "secret"}
+_SECRET_WORDS = frozenset({"authorization", "bearer", "password", "secret", "token"})
+_CAMEL_BOUNDARY = re.compile(r"([a-z0-9])([A-Z])")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def is_secret_name(name: object) -> bool:
+    """Return True when a setting's name says that it carries a secret.
+
+    Matches api_key, apiKey, OPENAI_API_KEY, access_token, Authorization and
+    the like, but not max_tokens or api_key_env (the name of a variable).
+    """
+    spaced = _CAMEL_BOUNDARY.sub(r"\1_\2", str(name)).lower()
+    words = re.findall(r"[a-z0-9]+", spaced)
+    if not words or words[-1] == "env":
+        return False
+    return (
+        words == ["key"]
+        or "apikey" in "".join(words)
+        or any(word in _SECRET_WORDS for word in words)
+    )
+
+
+def find_secrets(node: Any, path: str = "") -> list[str]:
+    """Return the dotted paths of keys in a nested config that name secrets."""
+    found = []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            dotted = f"{path}.{key}" if path else str(key)
+            if is_secret_name(key):
+                found.append(dotted)
+            found.extend(find_secrets(value, dotted))
+    elif isinstance(node, list):
+        for number, value in enumerate(node):
+            found.extend(find_secrets(value, f"{path}[{number}]"))
+    return found
 
 
 class AIConfig(BaseModel):
@@ -25,7 +61,10 @@ class AIConfig(BaseModel):
     name of the environment variable that holds it.
     """
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # Hidden inputs: pydantic's messages would otherwise repeat a mistyped key.
+    model_config = ConfigDict(
+        extra="forbid", validate_assignment=True, hide_input_in_errors=True
+    )
 
     provider: str = Field("openai", min_length=1, description="provider protocol")
     model: str = Field("gpt-4o-mini", min_length=1)
@@ -53,17 +92,38 @@ class AIConfig(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _reject_secrets(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            for name in data:
-                if str(name).lower() in _SECRET_FIELDS:
-                    provider = str(data.get("provider", "openai"))
-                    env = data.get("api_key_env") or preset_for(provider).key_env
-                    variable = env or "the variable named by api_key_env"
-                    raise ValueError(
-                        f"'{name}' is not accepted: API keys are read from the "
-                        f"environment only. Set {variable} instead."
-                    )
+        if not isinstance(data, dict):
+            return data
+        secrets = find_secrets(data)
+        if secrets:
+            provider = str(data.get("provider", "openai"))
+            env = data.get("api_key_env")
+            if not (isinstance(env, str) and _ENV_NAME.fullmatch(env)):
+                env = preset_for(provider).key_env
+            variable = env or "the variable named by api_key_env"
+            raise ValueError(
+                f"{', '.join(map(repr, secrets))} not accepted: API keys are read "
+                f"from the environment only. Set {variable} instead."
+            )
         return data
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _check_env_name(cls, value: str | None) -> str | None:
+        if value is not None and not _ENV_NAME.fullmatch(value):
+            # The value is not repeated: it may be the key itself.
+            raise ValueError(
+                "api_key_env takes the name of an environment variable (letters, "
+                "digits and underscores, such as OPENAI_API_KEY), not the key"
+            )
+        return value
+
+    @field_validator("connect_timeout", "read_timeout", "retry_max_wait")
+    @classmethod
+    def _check_finite(cls, value: float) -> float:
+        if not math.isfinite(value):
+            raise ValueError("must be a finite number of seconds")
+        return value
 
     def generation(self) -> dict[str, Any]:
         """Return the generation parameters that are set, by name."""

@@ -10,7 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from pydantic import ValidationError
 
-from ai_module.config import AIConfig
+from ai_module.config import AIConfig, find_secrets
 from ai_module.errors import ConfigError, InputError, TaskError
 from ai_module.runner import RunPlan
 from ai_module.tasks import list_tasks, task_from_mapping
@@ -18,25 +18,9 @@ from ai_module.tasks import list_tasks, task_from_mapping
 __all__ = ["build_plan", "find_secrets"]
 
 _AI_FIELDS = set(AIConfig.model_fields) - {"provider", "options"}
-_SECRET_NAMES = {"api_key", "apikey", "authorization", "password", "secret", "token"}
 # `${oc.env:NAME}` in a task file would put an environment variable (an API key,
 # say) into the prompt sent to the provider. `\${` is an escaped literal.
 _ENV_LOOKUP = re.compile(r"(?<!\\)\$\{\s*oc\.env\s*:")
-
-
-def find_secrets(node: Any, path: str = "") -> list[str]:
-    """Return the dotted paths of keys in a config that look like secrets."""
-    found = []
-    if isinstance(node, dict):
-        for key, value in node.items():
-            dotted = f"{path}.{key}" if path else str(key)
-            if str(key).lower().replace("-", "_") in _SECRET_NAMES:
-                found.append(dotted)
-            found.extend(find_secrets(value, dotted))
-    elif isinstance(node, list):
-        for number, value in enumerate(node):
-            found.extend(find_secrets(value, f"{path}[{number}]"))
-    return found
 
 
 def _container(cfg: DictConfig, key: str) -> Any:
@@ -66,7 +50,11 @@ def build_ai_config(cfg: DictConfig) -> AIConfig:
     except ValidationError as exc:
         problems = []
         for error in exc.errors():
-            field = ".".join(str(part) for part in error["loc"]) or "(config)"
+            if not error["loc"]:
+                # A check of the whole config: its input is every setting.
+                problems.append(error["msg"])
+                continue
+            field = ".".join(str(part) for part in error["loc"])
             value = values.get(field, error.get("input"))
             problems.append(f"{field}={value!r}: {error['msg']}")
         raise ConfigError(

@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pytest
 from cli_process import environment, latest_run, read_results, run, write_jsonl
+from pydantic import ValidationError
 
+from ai_module.config import AIConfig
 from ai_module.testing.server_process import FakeOpenAIServer
 
 CANARY_KEY = "sk-aimod-canary-7f3e9c1d5b2a4e6f8091a2b3c4d5e6f7"
@@ -27,18 +29,17 @@ DEBUG_LOGGING = [
     "hydra.job_logging.loggers.httpcore.level=DEBUG",
 ]
 
-# A task whose result_field is missing from every answer: parse_output raises
-# KeyError, which the run logs with its traceback.
+# A task whose user template divides by zero: rendering raises
+# ZeroDivisionError, which the run logs with its traceback.
 TRACEBACK_TASK = """\
 name: traceback
 input_fields: [text]
 user: |
-  {{ text }}
+  {{ text }} {{ (text | length) / 0 }}
 output_schema:
   type: object
   properties: {summary: {type: string}}
   required: [summary]
-result_field: missing
 """
 
 
@@ -177,3 +178,43 @@ def test_sandbox_blocks_internals_in_run(tmp_path, fake_server, template):
     assert "sandbox" in result["error"]["message"]
     assert not (tmp_path / "pwned").exists()
     assert fake_server.stats()["requests"] == 0
+
+
+# -- AIConfig built from Python ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"api_key": CANARY_KEY},
+        {"apiKey": CANARY_KEY},
+        {"openai_api_key": CANARY_KEY},
+        {"options": {"headers": {"Authorization": f"Bearer {CANARY_KEY}"}}},
+    ],
+)
+def test_config_rejects_key_without_repeating(settings):
+    with pytest.raises(ValidationError) as info:
+        AIConfig(**settings)
+    message = str(info.value)
+    assert "OPENAI_API_KEY" in message
+    assert CANARY_KEY not in message
+
+
+def test_config_rejects_key_as_variable_name():
+    with pytest.raises(ValidationError) as info:
+        AIConfig(api_key_env=CANARY_KEY)
+    assert "api_key_env" in str(info.value)
+    assert CANARY_KEY not in str(info.value)
+
+
+def test_config_assignment_hides_key():
+    config = AIConfig()
+    with pytest.raises(ValidationError) as info:
+        config.api_key_env = CANARY_KEY
+    assert CANARY_KEY not in str(info.value)
+    assert config.api_key_env is None
+
+
+def test_config_accepts_token_settings():
+    config = AIConfig(max_tokens=50, tokens_per_minute=1000, api_key_env="MY_KEY")
+    assert config.key_env() == "MY_KEY"
