@@ -29,6 +29,8 @@ __all__ = ["ItemResult", "run_batch", "run_batch_sync", "iter_batch", "stream_ba
 logger = logging.getLogger(__name__)
 
 _DONE = object()
+# Seconds run_batch_sync waits for a cancelled batch to close its connections.
+_CANCEL_GRACE = 10.0
 
 
 @dataclass(slots=True)
@@ -125,10 +127,19 @@ async def stream_batch(
             await results.put(await _process(task, index, record, ctx))
 
     async def run_workers() -> None:
+        workers = [asyncio.create_task(worker()) for _ in range(cfg.parallelism)]
         try:
-            await asyncio.gather(*(worker() for _ in range(cfg.parallelism)))
-        finally:
+            await asyncio.gather(*workers)
+        except asyncio.CancelledError:
+            await _cancel_and_wait(workers)
+            raise
+        except BaseException:
+            # The input raised: stop the other workers before the error
+            # reaches the caller, so that no request is sent after it.
+            await _cancel_and_wait(workers)
             await results.put(_DONE)
+            raise
+        await results.put(_DONE)
 
     runner = asyncio.create_task(run_workers())
     try:
@@ -145,6 +156,12 @@ async def stream_batch(
         await source.aclose()
         if owns_provider and provider is not None:
             await provider.aclose()
+
+
+async def _cancel_and_wait(tasks: list[asyncio.Task[Any]]) -> None:
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def _process(
@@ -181,9 +198,18 @@ async def iter_batch(
     cfg: AIConfig | None = None,
     **kwargs: Any,
 ) -> AsyncIterator[tuple[int, Any]]:
-    """Yield `(index, result)` as items finish, an exception for a failed item."""
-    async for item in stream_batch(task, inputs, cfg, **kwargs):
-        yield item.index, item.result
+    """Yield `(index, result)` as items finish, an exception for a failed item.
+
+    To leave the loop early, wrap the call in `contextlib.aclosing(...)`: the
+    workers stop as soon as the generator closes, instead of when it is
+    garbage-collected.
+    """
+    stream = stream_batch(task, inputs, cfg, **kwargs)
+    try:
+        async for item in stream:
+            yield item.index, item.result
+    finally:
+        await stream.aclose()
 
 
 async def run_batch(
@@ -221,16 +247,48 @@ def run_batch_sync(
         return asyncio.run(coroutine)
 
     outcome: dict[str, Any] = {}
+    loop = asyncio.new_event_loop()
 
     def target() -> None:
+        asyncio.set_event_loop(loop)
         try:
-            outcome["value"] = asyncio.run(coroutine)
+            outcome["value"] = loop.run_until_complete(coroutine)
         except BaseException as exc:  # re-raised in the caller's thread below
             outcome["error"] = exc
+        finally:
+            _close_loop(loop)
 
     thread = threading.Thread(target=target, name="aimod-run-batch", daemon=True)
     thread.start()
-    thread.join()
+    try:
+        thread.join()
+    except KeyboardInterrupt:
+        # Ctrl-C reaches this thread only: cancel the batch on its own loop so
+        # that it stops sending, then let it close its connections.
+        try:
+            loop.call_soon_threadsafe(_cancel_tasks, loop)
+        except RuntimeError:
+            pass  # the loop has already closed
+        thread.join(timeout=_CANCEL_GRACE)
+        raise
     if "error" in outcome:
         raise outcome["error"]
     return outcome["value"]
+
+
+def _cancel_tasks(loop: asyncio.AbstractEventLoop) -> None:
+    for task in asyncio.all_tasks(loop):
+        task.cancel()
+
+
+def _close_loop(loop: asyncio.AbstractEventLoop) -> None:
+    """Finish what `asyncio.run` would: cancel leftovers, close generators."""
+    try:
+        leftovers = asyncio.all_tasks(loop)
+        for task in leftovers:
+            task.cancel()
+        loop.run_until_complete(asyncio.gather(*leftovers, return_exceptions=True))
+        loop.run_until_complete(loop.shutdown_asyncgens())
+    finally:
+        asyncio.set_event_loop(None)
+        loop.close()

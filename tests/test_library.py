@@ -7,6 +7,7 @@ interpreter; the rest drive faults through the real HTTP stack.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import subprocess
 import sys
@@ -55,7 +56,9 @@ SUMMARIZE_SNIPPET = textwrap.dedent(
     from ai_module.config import AIConfig
     from ai_module.orchestrator import run_batch
 
-    corpus = ["Graphs store relations.", "Queues order work.", "Caches trade memory for time."]
+    corpus = [
+        "Graphs store relations.", "Queues order work.", "Caches trade memory for time."
+    ]
     results = asyncio.run(run_batch("summarize", [{"text": t} for t in corpus],
     AIConfig(parallelism=6, rps=3.0)))
     for r in results:
@@ -79,14 +82,21 @@ def openai_env(fake_server, monkeypatch):
     """Point the openai provider at the fake server, as the SDK's variables do."""
     monkeypatch.setenv("OPENAI_API_KEY", fake_server.api_key)
     monkeypatch.setenv("OPENAI_BASE_URL", fake_server.base_url)
-    return {"OPENAI_API_KEY": fake_server.api_key, "OPENAI_BASE_URL": fake_server.base_url}
+    return {
+        "OPENAI_API_KEY": fake_server.api_key,
+        "OPENAI_BASE_URL": fake_server.base_url,
+    }
 
 
 def test_nl2cypher_snippet_verbatim(fake_server, openai_env):
     done = run_snippet(NL2CYPHER_SNIPPET, openai_env)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
-    assert [line[:12] for line in lines] == ["[0] CYPHER: ", "[1] CYPHER: ", "[2] CYPHER: "]
+    assert [line[:12] for line in lines] == [
+        "[0] CYPHER: ",
+        "[1] CYPHER: ",
+        "[2] CYPHER: ",
+    ]
     assert fake_server.stats()["ok"] == 3
     bodies = fake_server.requests()
     assert {body["body"]["model"] for body in bodies} == {"gpt-4o-mini"}
@@ -182,11 +192,96 @@ def test_async_iterable_input():
 
 def test_sync_helper_inside_running_loop():
     async def notebook_cell() -> list:
-        return run_batch_sync("summarize", [{"text": "a"}, {"text": "b"}], AIConfig(provider="mock"))
+        return run_batch_sync(
+            "summarize", [{"text": "a"}, {"text": "b"}], AIConfig(provider="mock")
+        )
 
     results = asyncio.run(notebook_cell())
     assert len(results) == 2
     assert all("summary" in r for r in results)
+
+
+def test_failing_input_stops_other_workers(fake_server_factory, monkeypatch):
+    server = fake_server_factory(latency=0.3)
+    monkeypatch.setenv("OPENAI_API_KEY", server.api_key)
+
+    def records():
+        for n in range(10):
+            yield {"text": f"record {n}"}
+        raise ValueError("reader broke at record 10")
+
+    cfg = AIConfig(parallelism=4, base_url=server.base_url)
+
+    async def caller() -> tuple[int, int]:
+        # The caller's loop goes on after the error, as an application's does.
+        with pytest.raises(ValueError, match="record 10"):
+            await run_batch("summarize", records(), cfg)
+        sent = server.stats()["requests"]
+        await asyncio.sleep(1.0)
+        return sent, server.stats()["requests"]
+
+    sent, later = asyncio.run(caller())
+    assert later == sent
+
+
+def test_closing_stream_early_stops_workers(fake_server_factory, monkeypatch):
+    server = fake_server_factory(latency=0.2)
+    monkeypatch.setenv("OPENAI_API_KEY", server.api_key)
+    cfg = AIConfig(parallelism=4, base_url=server.base_url)
+    inputs = ({"text": f"record {n}"} for n in range(100))
+
+    async def take_five() -> int:
+        taken = 0
+        async with contextlib.aclosing(iter_batch("summarize", inputs, cfg)) as items:
+            async for _item in items:
+                taken += 1
+                if taken == 5:
+                    break
+        return server.stats()["requests"]
+
+    sent = asyncio.run(take_five())
+    time.sleep(1.0)
+    assert server.stats()["requests"] == sent
+    assert sent < 100
+
+
+CTRL_C_IN_NOTEBOOK = textwrap.dedent(
+    """\
+    import asyncio, os, signal, threading, time, httpx
+    from ai_module.config import AIConfig
+    from ai_module.orchestrator import run_batch_sync
+
+    stats = os.environ["STATS_URL"]
+    threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT)).start()
+
+    async def cell():
+        records = [{"text": f"z{n}"} for n in range(40)]
+        run_batch_sync("summarize", records, AIConfig(parallelism=4))
+
+    # A loop run the way a notebook kernel runs it: Python's own SIGINT handler.
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(cell())
+    except KeyboardInterrupt:
+        sent = httpx.get(stats).json()["requests"]
+        time.sleep(1.5)
+        print("SENT", sent, httpx.get(stats).json()["requests"])
+    """
+)
+
+
+def test_sync_helper_ctrl_c_stops_batch(fake_server_factory):
+    server = fake_server_factory(latency=0.5)
+    env = {
+        "OPENAI_API_KEY": server.api_key,
+        "OPENAI_BASE_URL": server.base_url,
+        "STATS_URL": server.url + "/_stats",
+    }
+    done = run_snippet(CTRL_C_IN_NOTEBOOK, env)
+    assert done.returncode == 0, done.stderr
+    _, at_interrupt, later = done.stdout.split()
+    assert int(at_interrupt) < 40
+    assert int(later) == int(at_interrupt)
 
 
 # -- faults at the fake server -------------------------------------------------
@@ -239,7 +334,9 @@ def test_401_is_not_retried_and_stops_the_batch(fake_server_factory, monkeypatch
     server = fake_server_factory(status_always=401)
     monkeypatch.setenv("OPENAI_API_KEY", server.api_key)
     cfg = AIConfig(base_url=server.base_url, parallelism=1)
-    results = asyncio.run(run_batch("summarize", [{"text": str(n)} for n in range(5)], cfg))
+    results = asyncio.run(
+        run_batch("summarize", [{"text": str(n)} for n in range(5)], cfg)
+    )
     assert isinstance(results[0], AuthenticationError)
     assert all(isinstance(r, RunAbortedError) for r in results[1:])
     assert server.stats()["requests"] == 1
@@ -261,7 +358,9 @@ def test_200_with_error_body_is_retried(fake_server_factory, monkeypatch):
         '{"summary": "with prose"}\nI hope this helps.',
     ],
 )
-def test_fenced_and_prose_answers_are_accepted(fake_server_factory, monkeypatch, content):
+def test_fenced_and_prose_answers_are_accepted(
+    fake_server_factory, monkeypatch, content
+):
     server = fake_server_factory(script=[{"content": content}])
     result = run_one(server, monkeypatch)
     assert isinstance(result, dict)
@@ -280,7 +379,9 @@ def test_truncated_output_is_reported_as_truncated(fake_server_factory, monkeypa
 
 
 def test_schema_violation_repaired_on_second_ask(fake_server_factory, monkeypatch):
-    server = fake_server_factory(record_bodies=True, script=[{"content": '{"sumary": 1}'}])
+    server = fake_server_factory(
+        record_bodies=True, script=[{"content": '{"sumary": 1}'}]
+    )
     result = run_one(server, monkeypatch)
     assert isinstance(result, dict)
     bodies = [entry["body"] for entry in server.requests()]
@@ -307,7 +408,9 @@ def test_consecutive_failures_stop_the_batch(fake_server_factory, monkeypatch):
         retry_max_wait=0.05,
         max_consecutive_failures=4,
     )
-    results = asyncio.run(run_batch("summarize", [{"text": str(n)} for n in range(200)], cfg))
+    results = asyncio.run(
+        run_batch("summarize", [{"text": str(n)} for n in range(200)], cfg)
+    )
     assert sum(isinstance(r, RunAbortedError) for r in results) >= 190
     assert server.stats()["requests"] <= 8
 
@@ -316,7 +419,9 @@ def test_unknown_model_stops_the_batch(fake_server_factory, monkeypatch):
     server = fake_server_factory(status_always=404)
     monkeypatch.setenv("OPENAI_API_KEY", server.api_key)
     cfg = AIConfig(base_url=server.base_url, parallelism=1, model="gpt-nope")
-    results = asyncio.run(run_batch("summarize", [{"text": str(n)} for n in range(5)], cfg))
+    results = asyncio.run(
+        run_batch("summarize", [{"text": str(n)} for n in range(5)], cfg)
+    )
     assert isinstance(results[0], InvalidRequestError)
     assert "gpt-nope" in str(results[1])
     assert all(isinstance(r, RunAbortedError) for r in results[1:])
