@@ -103,6 +103,10 @@ class AuthenticationError(ProviderError):
     """The provider rejected the API key. Retrying cannot help."""
 
 
+class QuotaExceededError(ProviderError):
+    """The account has no quota or credit left. Retrying cannot help."""
+
+
 class InvalidRequestError(ProviderError):
     """The provider rejected the request itself (bad model name, bad parameter)."""
 
@@ -125,6 +129,10 @@ class SchemaValidationError(OutputError):
 
 class TruncatedOutputError(OutputError):
     """The answer was cut off by the token limit (finish_reason "length")."""
+
+
+class ParseOutputError(OutputError):
+    """The task's `parse_output` raised on a validated response (the cause)."""
 
 
 class RunAbortedError(AimodError):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import inspect
 import logging
 import random
 from collections.abc import Awaitable, Callable, Mapping
@@ -27,11 +28,13 @@ from tenacity.wait import wait_random_exponential
 
 from ai_module.config import AIConfig
 from ai_module.errors import (
-    AimodError,
     AuthenticationError,
+    InputError,
     InvalidRequestError,
     OutputError,
+    ParseOutputError,
     ProviderError,
+    QuotaExceededError,
     RateLimitedError,
     RunAbortedError,
     TransientError,
@@ -92,6 +95,7 @@ class BatchContext:
     token_limiter: TokenLimiter | None = None
     cache: ResponseCache | None = None
     consecutive_failures: int = 0
+    any_success: bool = False
     abort_error: BaseException | None = None
     retries: int = 0
     rate_limited: int = 0
@@ -130,7 +134,7 @@ class BatchContext:
                 logger.error("stopping the run: %s", error)
 
     def _record_failure(self, error: ProviderError) -> None:
-        if isinstance(error, AuthenticationError):
+        if isinstance(error, (AuthenticationError, QuotaExceededError)):
             self.abort(error)
             return
         if isinstance(error, InvalidRequestError) and error.status == 404:
@@ -138,23 +142,42 @@ class BatchContext:
             # item would fail the same way.
             self.abort(
                 InvalidRequestError(
-                    f"{error} Check model={self.cfg.model!r} and the provider's "
-                    "base_url.",
+                    f"{_sentence(error)} Check model={self.cfg.model!r} and the "
+                    "provider's base_url.",
                     status=404,
                 )
             )
             return
         if isinstance(error, RateLimitedError):
             return
+        if isinstance(error, InvalidRequestError) and self.any_success:
+            # Once a request of this batch has succeeded, the settings are
+            # known to work, so a rejected request is that record's problem
+            # (too long, say) and says nothing about the next one.
+            return
         self.consecutive_failures += 1
         if self.consecutive_failures >= self.cfg.max_consecutive_failures:
+            if isinstance(error, InvalidRequestError):
+                advice = (
+                    "Check the model name, the generation settings it supports "
+                    "and the task's output_schema"
+                )
+            else:
+                advice = (
+                    "Check that the provider is reachable and the model name is right"
+                )
             self.abort(
                 type(error)(
                     f"{self.consecutive_failures} provider calls failed in a row, the "
-                    f"last with: {error}. Check that the provider is reachable and "
-                    "the model name is right, then run the same command again."
+                    f"last with: {_sentence(error)} {advice}, then run the same "
+                    "command again."
                 )
             )
+
+
+def _sentence(error: BaseException) -> str:
+    """Return the error's message ending with exactly one full stop."""
+    return str(error).rstrip().rstrip(".") + "."
 
 
 def request_key(provider: str, request: ChatRequest) -> str:
@@ -214,25 +237,53 @@ async def invoke_task(
 ) -> ItemOutcome:
     """Run one item to a validated result, or raise an `AimodError` with `attempts`."""
     request = build_request(task, record, ctx.cfg, _batch_generation(task, ctx))
-    key = request_key(ctx.provider.name, request)
+    try:
+        key = request_key(ctx.provider.name, request)
+    except orjson.JSONEncodeError as exc:
+        raise InputError(
+            f"the rendered request cannot be encoded as JSON ({exc}): a value of "
+            "the record is probably text with a lone surrogate, such as '\\ud800'. "
+            "Fix that record in the input."
+        ) from None
 
     if ctx.cache is not None:
         stored = ctx.cache.get(key)
         if stored is not None:
-            return ItemOutcome(task.parse_output(stored), stored, key, from_store=True)
+            outcome = ItemOutcome(None, stored, key, from_store=True)
+            await _parse(task, outcome)
+            return outcome
 
     outcome = ItemOutcome(value=None, output=None, request_key=key)
     try:
         await _answer(task, request, ctx, outcome)
     except BaseException as exc:
-        _set_attempts(exc, outcome.attempts)
+        _set_cost(exc, outcome)
         raise
     if ctx.cache is not None:
         ctx.cache.put(key, outcome.output, outcome.usage)
         if ctx.commit is not None:
             await ctx.commit()
-    outcome.value = task.parse_output(outcome.output)
+    await _parse(task, outcome)
     return outcome
+
+
+async def _parse(task: Task, outcome: ItemOutcome) -> None:
+    """Set `outcome.value` from the task's `parse_output`, which may be async."""
+    try:
+        value = task.parse_output(outcome.output)
+        if inspect.isawaitable(value):
+            value = await value
+    except Exception as exc:
+        logger.debug("parse_output of task %r raised", task.name, exc_info=True)
+        error = ParseOutputError(
+            f"parse_output of task {task.name!r} raised {type(exc).__name__}: {exc}. "
+            "The response itself was valid: ItemResult.output holds it, and a run "
+            "with a store does not pay for it again."
+        )
+        _set_cost(error, outcome)
+        error.output = outcome.output
+        raise error from exc
+    outcome.value = value
 
 
 async def _answer(
@@ -366,6 +417,7 @@ async def _call_once(
         ctx._record_failure(error)
         raise
     ctx.consecutive_failures = 0
+    ctx.any_success = True
     if response.pause_for:
         ctx.limiter.pause(response.pause_for)
     return response
@@ -387,11 +439,14 @@ def _add_usage(total: Usage | None, usage: Usage | None) -> Usage | None:
     )
 
 
-def _set_attempts(error: BaseException, attempts: int) -> None:
-    if isinstance(error, AimodError):
-        error.attempts = attempts
-        return
-    try:
-        error.attempts = attempts  # type: ignore[attr-defined]
-    except AttributeError:
-        pass
+def _set_cost(error: BaseException, outcome: ItemOutcome) -> None:
+    """Attach the attempts, tokens and request key of a failed item to its error."""
+    for name, value in (
+        ("attempts", outcome.attempts),
+        ("usage", outcome.usage),
+        ("request_key", outcome.request_key),
+    ):
+        try:
+            setattr(error, name, value)
+        except AttributeError:
+            pass  # an exception type with __slots__

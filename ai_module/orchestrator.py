@@ -13,7 +13,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterable
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    AsyncIterator,
+    Iterable,
+    Mapping,
+)
 from dataclasses import dataclass
 from typing import Any
 
@@ -93,6 +99,11 @@ async def stream_batch(
     """
     # The context's settings decide the worker count when no cfg is given, so
     # that parallelism=N from the command line starts N workers.
+    if isinstance(inputs, Mapping):
+        raise TypeError(
+            "inputs must be an iterable of records, not one record: wrap it in a "
+            "list, as in run_batch(task, [record])"
+        )
     cfg = cfg or (context.cfg if context is not None else AIConfig())
     task = _resolve_task(task)
     owns_provider = provider is None and context is None
@@ -178,7 +189,13 @@ async def _process(
         if not isinstance(exc, AimodError):
             logger.exception("item %d failed with an unexpected error", index)
         return ItemResult(
-            index, record, error=exc, attempts=getattr(exc, "attempts", 0)
+            index,
+            record,
+            output=getattr(exc, "output", None),
+            error=exc,
+            usage=getattr(exc, "usage", None),
+            attempts=getattr(exc, "attempts", 0),
+            request_key=getattr(exc, "request_key", None),
         )
     return ItemResult(
         index,

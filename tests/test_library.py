@@ -21,13 +21,17 @@ from ai_module import AIConfig, run_batch, run_batch_sync
 from ai_module.errors import (
     AuthenticationError,
     ConfigError,
+    InputError,
     InvalidRequestError,
+    ParseOutputError,
+    QuotaExceededError,
     RunAbortedError,
     SchemaValidationError,
     TransientError,
     TruncatedOutputError,
 )
-from ai_module.orchestrator import iter_batch
+from ai_module.orchestrator import iter_batch, stream_batch
+from ai_module.tasks import get_task
 
 NL2CYPHER_SNIPPET = textwrap.dedent(
     """\
@@ -415,6 +419,79 @@ def test_consecutive_failures_stop_the_batch(fake_server_factory, monkeypatch):
     assert server.stats()["requests"] <= 8
 
 
+def test_exhausted_quota_stops_the_batch(fake_server_factory, monkeypatch):
+    quota = {
+        "message": "You exceeded your current quota.",
+        "type": "insufficient_quota",
+        "code": "insufficient_quota",
+    }
+    server = fake_server_factory(
+        script=[{"status": 429, "body": {"error": quota}}] * 50
+    )
+    monkeypatch.setenv("OPENAI_API_KEY", server.api_key)
+    cfg = AIConfig(base_url=server.base_url, parallelism=1, retry_max_wait=0.05)
+    results = asyncio.run(
+        run_batch("summarize", [{"text": str(n)} for n in range(10)], cfg)
+    )
+    assert isinstance(results[0], QuotaExceededError)
+    assert "Add credit" in str(results[0])
+    assert all(isinstance(r, RunAbortedError) for r in results[1:])
+    assert server.stats()["requests"] == 1
+
+
+def test_rejected_records_after_success_do_not_stop(fake_server_factory, monkeypatch):
+    too_long = {"message": "context_length_exceeded", "type": "invalid_request_error"}
+    script = [{"status": 200}] + [{"status": 400, "body": {"error": too_long}}] * 25
+    server = fake_server_factory(script=script)
+    monkeypatch.setenv("OPENAI_API_KEY", server.api_key)
+    cfg = AIConfig(base_url=server.base_url, parallelism=1, max_consecutive_failures=5)
+    results = asyncio.run(
+        run_batch("summarize", [{"text": str(n)} for n in range(30)], cfg)
+    )
+    assert sum(isinstance(r, InvalidRequestError) for r in results) == 25
+    assert sum(isinstance(r, dict) for r in results) == 5
+    assert not any(isinstance(r, RunAbortedError) for r in results)
+
+
+def test_rejected_requests_from_start_stop(fake_server_factory, monkeypatch):
+    server = fake_server_factory(status_always=400)
+    monkeypatch.setenv("OPENAI_API_KEY", server.api_key)
+    cfg = AIConfig(base_url=server.base_url, parallelism=1, max_consecutive_failures=3)
+    results = asyncio.run(
+        run_batch("summarize", [{"text": str(n)} for n in range(10)], cfg)
+    )
+    assert server.stats()["requests"] == 3
+    stop = results[3]
+    assert isinstance(stop, RunAbortedError)
+    assert "output_schema" in str(stop)
+    assert ".." not in str(stop)
+
+
+def test_failing_parse_output_keeps_response(fake_server, openai_env):
+    task = get_task("summarize").with_parser(lambda output: int(output["summary"]))
+    (item,) = asyncio.run(collect(stream_batch(task, [{"text": "one"}], AIConfig())))
+    assert isinstance(item.error, ParseOutputError)
+    assert isinstance(item.error.__cause__, ValueError)
+    assert "summary" in item.output
+    assert item.attempts == 1
+    assert item.usage is not None
+
+
+def test_async_parse_output_is_awaited(fake_server, openai_env):
+    async def parse(output):
+        await asyncio.sleep(0)
+        return output["summary"].upper()
+
+    task = get_task("summarize").with_parser(parse)
+    (value,) = asyncio.run(run_batch(task, [{"text": "one"}], AIConfig()))
+    assert isinstance(value, str)
+    assert value == value.upper()
+
+
+async def collect(stream):
+    return [item async for item in stream]
+
+
 def test_unknown_model_stops_the_batch(fake_server_factory, monkeypatch):
     server = fake_server_factory(status_always=404)
     monkeypatch.setenv("OPENAI_API_KEY", server.api_key)
@@ -426,3 +503,20 @@ def test_unknown_model_stops_the_batch(fake_server_factory, monkeypatch):
     assert "gpt-nope" in str(results[1])
     assert all(isinstance(r, RunAbortedError) for r in results[1:])
     assert server.stats()["requests"] == 1
+
+
+@pytest.mark.parametrize(
+    ("record", "expected"),
+    [("a plain string", "record is a str"), ({"text": "bad \ud800"}, "surrogate")],
+)
+def test_unusable_record_is_input_error(record, expected):
+    cfg = AIConfig(provider="mock")
+    good, bad = asyncio.run(run_batch("summarize", [{"text": "fine"}, record], cfg))
+    assert "summary" in good
+    assert isinstance(bad, InputError)
+    assert expected in str(bad)
+
+
+def test_one_record_instead_of_list_rejected():
+    with pytest.raises(TypeError, match=r"\[record\]"):
+        asyncio.run(run_batch("summarize", {"text": "x"}, AIConfig(provider="mock")))

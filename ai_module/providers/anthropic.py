@@ -34,6 +34,7 @@ from ai_module.errors import (
     ErrorBodyError,
     InvalidRequestError,
     ProviderError,
+    QuotaExceededError,
     RateLimitedError,
     TransientError,
 )
@@ -188,6 +189,11 @@ def _error(status: int, headers: Any, data: Any, content: bytes) -> ProviderErro
     kind = str(error.get("type", "")) if isinstance(error, dict) else ""
     message = str(error.get("message", "")) if isinstance(error, dict) else ""
     message = f"HTTP {status}: {message or repr(content[:200])}"
+    if "credit balance" in message.lower():
+        return QuotaExceededError(
+            message.rstrip(".") + ". Add credit, then run the same command again.",
+            status=status,
+        )
     if status == 429 or kind == "rate_limit_error":
         return RateLimitedError(message, retry_after=retry_after_seconds(headers))
     if status in (401, 403) or kind in ("authentication_error", "permission_error"):

@@ -34,6 +34,7 @@ from ai_module.errors import (
     InvalidRequestError,
     OutputError,
     ProviderError,
+    QuotaExceededError,
     RateLimitedError,
     TransientError,
 )
@@ -298,6 +299,12 @@ def _usage(raw: Any) -> Usage | None:
 
 def _status_error(status: int, headers: Any, content: bytes) -> ProviderError:
     message = f"HTTP {status}: {_error_message(content)}"
+    if status == 429 and _error_code(content) == "insufficient_quota":
+        return QuotaExceededError(
+            message.rstrip(".") + ". Add credit or raise the account's limit, "
+            "then run the same command again.",
+            status=status,
+        )
     if status == 429:
         return RateLimitedError(message, retry_after=retry_after_seconds(headers))
     if status in (401, 403):
@@ -324,11 +331,24 @@ def _error_body(error: Any, status: int) -> ProviderError:
     message = f"provider returned HTTP 200 with an error object: {text}"
     if "auth" in kind or "api_key" in kind:
         return AuthenticationError(message, status=status)
+    if "quota" in kind:
+        return QuotaExceededError(message, status=status)
     if "invalid_request" in kind or "not_found" in kind:
         return InvalidRequestError(message, status=status)
     if "rate" in kind:
         return RateLimitedError(message, status=status)
     return ErrorBodyError(message, status=status)
+
+
+def _error_code(content: bytes) -> str:
+    """Return the error object's code or type (OpenAI's body), or ''."""
+    try:
+        error = orjson.loads(content).get("error")
+    except (orjson.JSONDecodeError, AttributeError):
+        return ""
+    if not isinstance(error, dict):
+        return ""
+    return str(error.get("code") or error.get("type") or "")
 
 
 def _error_message(content: bytes) -> str:

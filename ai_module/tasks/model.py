@@ -313,6 +313,12 @@ class Task(BaseModel):
         Values of the record are data: a value containing `{{ }}` is sent as
         those characters, never evaluated as a template.
         """
+        if not isinstance(record, Mapping):
+            raise InputError(
+                f"record is a {type(record).__name__}, but task {self.name!r} needs "
+                "a mapping of field names to values, such as "
+                f"{{{', '.join(repr(name) + ': ...' for name in self.input_fields)}}}"
+            )
         missing = [name for name in self.input_fields if name not in record]
         if missing:
             present = ", ".join(map(str, record)) or "none"
