@@ -64,6 +64,13 @@ def main(argv: list[str] | None = None) -> None:
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         code = _run_hydra(argv)
+    except _SweepInterrupted:
+        sys.stderr.write(
+            "aimod: the sweep stopped; jobs after the interrupted one were not "
+            "started. Run the same command again to resume: jobs already done "
+            "are served from the store.\n"
+        )
+        code = 130
     except KeyboardInterrupt:
         sys.stderr.write(
             "aimod: interrupted before the run started or while it was finishing; "
@@ -244,7 +251,15 @@ def _task_function(cfg) -> int:  # noqa: ANN001 - Hydra passes a DictConfig
     sys.stdout.write(format_summary(summary))
     sys.stdout.flush()
     _record_exit_code(summary.exit_code)
+    if summary.exit_code == ExitCode.INTERRUPTED and sweep_dir is not None:
+        # Hydra's launchers catch Exception only: this ends the whole sweep
+        # instead of starting the next job.
+        raise _SweepInterrupted
     return summary.exit_code
+
+
+class _SweepInterrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM stopped one job of a sweep: start no further job."""
 
 
 def _fail(message: str) -> None:

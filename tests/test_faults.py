@@ -108,6 +108,32 @@ def test_signal_summary_says_how_to_resume(interrupted):
     assert read_summary(latest_run(interrupted.cwd))["status"] == "interrupted"
 
 
+def test_sigint_stops_whole_sweep(tmp_path):
+    write_jsonl(tmp_path / "in.jsonl", [{"text": f"t{n}"} for n in range(200)])
+    process = start(
+        "-m",
+        "task=summarize",
+        "provider=mock",
+        "input=in.jsonl",
+        "options.latency=0.3",
+        "model=a,b,c",
+        "progress=false",
+        cwd=tmp_path,
+        env=environment(),
+    )
+    try:
+        wait_until(lambda: any((tmp_path / "runs").rglob("aimod.log")))
+        time.sleep(1.0)
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=30)
+    finally:
+        stop(process)
+    assert process.returncode == 130, stderr
+    assert "sweep stopped" in stderr
+    logs = list((tmp_path / "runs").rglob("aimod.log"))
+    assert len(logs) == 1
+
+
 def test_second_sigint_exits_before_grace(tmp_path, fake_server_factory):
     server = fake_server_factory(p_hang=1.0)
     write_jsonl(tmp_path / "in.jsonl", records(20))
