@@ -272,12 +272,11 @@ async def curator(args: argparse.Namespace) -> dict[str, Any]:
 
 
 async def aimod(args: argparse.Namespace) -> dict[str, Any]:
-    from ai_module.config import AIConfig
-    from ai_module.orchestrator import run_batch
-
     # run_batch imports its provider on first use; imported here, as the peers
     # import theirs, the clock measures the batch alone.
     import ai_module.providers.openai  # noqa: F401
+    from ai_module.config import AIConfig
+    from ai_module.orchestrator import run_batch
 
     os.environ["OPENAI_API_KEY"] = workload.API_KEY
     cfg = AIConfig(
@@ -359,7 +358,9 @@ CLIENT_MODULES = {
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("client", choices=sorted(CLIENTS))
-    parser.add_argument("--base-url", required=True, help="e.g. http://127.0.0.1:PORT/v1")
+    parser.add_argument(
+        "--base-url", required=True, help="e.g. http://127.0.0.1:PORT/v1"
+    )
     parser.add_argument("--count", type=int, required=True, help="requests to send")
     parser.add_argument("--parallelism", type=int, default=64, help="in flight at once")
     parser.add_argument("--rps", type=float, help="request starts per second")

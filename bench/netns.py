@@ -67,7 +67,9 @@ def _bring_loopback_up() -> None:
         flags = struct.unpack("16sH14s", fcntl.ioctl(probe, _SIOCGIFFLAGS, request))[1]
         if not flags & _IFF_UP:
             fcntl.ioctl(
-                probe, _SIOCSIFFLAGS, struct.pack("16sH14s", b"lo", flags | _IFF_UP, b"")
+                probe,
+                _SIOCSIFFLAGS,
+                struct.pack("16sH14s", b"lo", flags | _IFF_UP, b""),
             )
 
 
@@ -78,7 +80,11 @@ def curator_unavailable(python: str) -> str | None:
     if not isolated():
         return "needs isolation"
     found = subprocess.run(
-        [python, "-c", "import importlib.util as u; print(bool(u.find_spec('bespokelabs')))"],
+        [
+            python,
+            "-c",
+            "import importlib.util as u; print(bool(u.find_spec('bespokelabs')))",
+        ],
         capture_output=True,
         text=True,
     )

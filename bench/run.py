@@ -233,7 +233,9 @@ def _brief(result: dict[str, Any]) -> str:
     )
 
 
-def median_of(results: list[dict[str, Any]], key: Callable[[dict[str, Any]], float]) -> float | None:
+def median_of(
+    results: list[dict[str, Any]], key: Callable[[dict[str, Any]], float]
+) -> float | None:
     values = [key(result) for result in results if "error" not in result]
     return statistics.median(values) if values else None
 
@@ -379,7 +381,8 @@ def scenario_throughput(ctx: Context, scenario: str, latency: float) -> list[Row
             rows.append(
                 Row(
                     "S2",
-                    "the same ratio with 1 request in flight (server and loopback floor)",
+                    "the same ratio with 1 request in flight "
+                    "(server and loopback floor)",
                     {"aiohttp": f"{floor:.3f}"},
                 )
             )
@@ -442,16 +445,26 @@ def scenario_rate_limit(ctx: Context) -> list[Row]:
         return None if value is None else check(value)
 
     return [
-        Row("S3", "achieved requests/s", rate_cells, ">= 49 (0.98 x 50)",
-            holds(lambda v: v >= 0.98 * rps, "rate")),
+        Row(
+            "S3",
+            "achieved requests/s",
+            rate_cells,
+            ">= 49 (0.98 x 50)",
+            holds(lambda v: v >= 0.98 * rps, "rate"),
+        ),
         Row("S3", "429 responses", status_cells, "0", holds(lambda v: v == 0, "429")),
-        Row("S3", "most starts in any 1 s window", window_cells, f"<= {rps + burst:.0f}",
-            holds(lambda v: v <= rps + burst, "window")),
+        Row(
+            "S3",
+            "most starts in any 1 s window",
+            window_cells,
+            f"<= {rps + burst:.0f}",
+            holds(lambda v: v <= rps + burst, "window"),
+        ),
         Row("S3", "share of items lost", lost_cells),
     ]
 
 
-# -- S4 to S7: the aimod command ----------------------------------------------------------
+# -- S4 to S7: the aimod command ----------------------------------------------
 
 
 def aimod_command() -> list[str]:
@@ -472,7 +485,9 @@ class CommandResult:
     stderr_tail: str
 
 
-def run_aimod(folder: Path, arguments: list[str], env: dict[str, str] | None = None) -> CommandResult:
+def run_aimod(
+    folder: Path, arguments: list[str], env: dict[str, str] | None = None
+) -> CommandResult:
     """Run the `aimod` command in `folder`; measure wall time, CPU and peak RSS."""
     with tempfile.TemporaryFile() as stdout, tempfile.TemporaryFile() as stderr:
         started = time.perf_counter()
@@ -504,7 +519,9 @@ def run_aimod(folder: Path, arguments: list[str], env: dict[str, str] | None = N
         process.returncode = os.waitstatus_to_exitcode(status)
         stderr.seek(0)
         tail = stderr.read()[-2000:].decode("utf-8", "replace")
-    summaries = sorted(folder.glob("runs/*/*/summary.json"), key=lambda p: p.stat().st_mtime)
+    summaries = sorted(
+        folder.glob("runs/*/*/summary.json"), key=lambda p: p.stat().st_mtime
+    )
     summary = json.loads(summaries[-1].read_text()) if summaries else None
     return CommandResult(
         exit_code=process.returncode,
@@ -592,12 +609,25 @@ def scenario_memory(ctx: Context) -> list[Row]:
     met_rss = None if large_rss is None else large_rss <= 200
     met_ratio = None if ratio is None else ratio <= 1.2
     rows = [
-        Row("S4", f"peak RSS MB at {sizes.s4_large:,} records",
-            {"aimod": _number(large_rss, 1)}, "<= 200", met_rss),
-        Row("S4", f"peak RSS at {sizes.s4_large:,} / at {sizes.s4_small:,}",
-            {"aimod": "failed" if ratio is None else f"{ratio:.2f}"}, "<= 1.2", met_ratio),
-        Row("S4", "records/s of the whole command (mock provider)",
-            {"aimod": _number(large_rate)}),
+        Row(
+            "S4",
+            f"peak RSS MB at {sizes.s4_large:,} records",
+            {"aimod": _number(large_rss, 1)},
+            "<= 200",
+            met_rss,
+        ),
+        Row(
+            "S4",
+            f"peak RSS at {sizes.s4_large:,} / at {sizes.s4_small:,}",
+            {"aimod": "failed" if ratio is None else f"{ratio:.2f}"},
+            "<= 1.2",
+            met_ratio,
+        ),
+        Row(
+            "S4",
+            "records/s of the whole command (mock provider)",
+            {"aimod": _number(large_rate)},
+        ),
     ]
     if errors:
         rows.append(Row("S4", "errors", {"aimod": errors[0][:120]}))
@@ -636,18 +666,34 @@ def scenario_resume(ctx: Context) -> list[Row]:
     run_rate = median_of(runs, lambda r: r["run_rate"])
     command_rate = median_of(runs, lambda r: r["command_rate"])
     calls = max((r["requests"] for r in runs), default=None)
-    all_stored = all(r["from_store"] == r["total"] == count for r in runs) and bool(runs)
+    all_stored = all(r["from_store"] == r["total"] == count for r in runs) and bool(
+        runs
+    )
     met = None
     if command_rate is not None:
         met = command_rate >= 20_000 and calls == 0 and all_stored
     return [
-        Row("S5", "records/s, whole command (process start to exit)",
-            {"aimod": _number(command_rate)}, ">= 20,000, 0 provider calls", met),
-        Row("S5", "records/s inside the run (summary duration)",
-            {"aimod": _number(run_rate)}),
-        Row("S5", "provider calls in the rerun / items from the store",
-            {"aimod": "failed" if calls is None else
-             f"{calls} / {'all' if all_stored else 'not all'}"}),
+        Row(
+            "S5",
+            "records/s, whole command (process start to exit)",
+            {"aimod": _number(command_rate)},
+            ">= 20,000, 0 provider calls",
+            met,
+        ),
+        Row(
+            "S5",
+            "records/s inside the run (summary duration)",
+            {"aimod": _number(run_rate)},
+        ),
+        Row(
+            "S5",
+            "provider calls in the rerun / items from the store",
+            {
+                "aimod": "failed"
+                if calls is None
+                else f"{calls} / {'all' if all_stored else 'not all'}"
+            },
+        ),
     ] + ([Row("S5", "error", {"aimod": error[:120]})] if error else [])
 
 
@@ -698,15 +744,24 @@ def scenario_command_overhead(ctx: Context) -> list[Row]:
     ratio = command_rate / batch_rate if command_rate and batch_rate else None
     run_ratio = run_rate / batch_rate if run_rate and batch_rate else None
     return [
-        Row("S6", "requests/s: bare run_batch",
-            {"aimod": _number(batch_rate)}),
-        Row("S6", "requests/s: aimod command, process start to exit",
-            {"aimod": _number(command_rate)}),
-        Row("S6", "command / run_batch, process start to exit",
-            {"aimod": "failed" if ratio is None else f"{ratio:.2f}"}, ">= 0.9",
-            None if ratio is None else ratio >= 0.9),
-        Row("S6", "command / run_batch, inside the run (summary duration)",
-            {"aimod": "failed" if run_ratio is None else f"{run_ratio:.2f}"}),
+        Row("S6", "requests/s: bare run_batch", {"aimod": _number(batch_rate)}),
+        Row(
+            "S6",
+            "requests/s: aimod command, process start to exit",
+            {"aimod": _number(command_rate)},
+        ),
+        Row(
+            "S6",
+            "command / run_batch, process start to exit",
+            {"aimod": "failed" if ratio is None else f"{ratio:.2f}"},
+            ">= 0.9",
+            None if ratio is None else ratio >= 0.9,
+        ),
+        Row(
+            "S6",
+            "command / run_batch, inside the run (summary duration)",
+            {"aimod": "failed" if run_ratio is None else f"{run_ratio:.2f}"},
+        ),
     ]
 
 
@@ -729,15 +784,21 @@ def scenario_startup(ctx: Context) -> list[Row]:
             )
             elapsed = time.perf_counter() - started
             if completed.returncode != 0:
-                _log(f"  {name} exited {completed.returncode}: {completed.stderr[-300:]!r}")
+                _log(
+                    f"  {name} exited {completed.returncode}: "
+                    f"{completed.stderr[-300:]!r}"
+                )
                 continue
             times[name].append(elapsed)
     shutil.rmtree(folder, ignore_errors=True)
     ctx.raw["S7"] = times
     return [
-        Row("S7", f"wall s: {name}",
+        Row(
+            "S7",
+            f"wall s: {name}",
             {"aimod": _number(statistics.median(values) if values else None, 2)},
-            "report")
+            "report",
+        )
         for name, values in times.items()
     ]
 
@@ -746,7 +807,13 @@ def scenario_startup(ctx: Context) -> list[Row]:
 
 
 def format_table(rows: list[Row], columns: list[str]) -> str:
-    header = ["scenario", "measure", *(CLIENT_COLUMNS[c] for c in columns), "target", "met"]
+    header = [
+        "scenario",
+        "measure",
+        *(CLIENT_COLUMNS[c] for c in columns),
+        "target",
+        "met",
+    ]
     lines = [
         "| " + " | ".join(header) + " |",
         "|" + "|".join(" --- " for _ in header) + "|",
@@ -783,7 +850,9 @@ def _available_clients(args: argparse.Namespace) -> tuple[list[str], dict[str, s
     clients, skipped = [], {}
     for client in wanted:
         if client not in CLIENT_COLUMNS:
-            raise SystemExit(f"unknown client {client!r}: use {', '.join(CLIENT_COLUMNS)}")
+            raise SystemExit(
+                f"unknown client {client!r}: use {', '.join(CLIENT_COLUMNS)}"
+            )
         if client == "curator":
             reason = netns.curator_unavailable(args.curator_python)
             if reason:
@@ -805,7 +874,8 @@ def main() -> int:
     )
     parser.add_argument(
         "--clients",
-        help=f"comma-separated clients (default all installed): {', '.join(CLIENT_COLUMNS)}",
+        help="comma-separated clients (default all installed): "
+        + ", ".join(CLIENT_COLUMNS),
     )
     parser.add_argument(
         "--curator-python",
@@ -833,7 +903,9 @@ def main() -> int:
     selected = args.only.split(",") if args.only else list(SCENARIOS)
     unknown = [name for name in selected if name not in SCENARIOS]
     if unknown:
-        parser.error(f"unknown scenario(s) {', '.join(unknown)}: use {', '.join(SCENARIOS)}")
+        parser.error(
+            f"unknown scenario(s) {', '.join(unknown)}: use {', '.join(SCENARIOS)}"
+        )
 
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="aimod-bench-") as work:
@@ -850,7 +922,9 @@ def main() -> int:
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(
-            json.dumps({"rows": [row.__dict__ for row in rows], "raw": ctx.raw}, indent=1)
+            json.dumps(
+                {"rows": [row.__dict__ for row in rows], "raw": ctx.raw}, indent=1
+            )
         )
     return 0
 

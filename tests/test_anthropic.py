@@ -24,7 +24,9 @@ from ai_module.tasks import get_task
 def chat_request(task_name: str, **generation) -> ChatRequest:
     task = get_task(task_name)
     record = {"prompt": "count users", "text": "A short text."}
-    return ChatRequest("claude-test", task.render(record), generation, task.output_schema)
+    return ChatRequest(
+        "claude-test", task.render(record), generation, task.output_schema
+    )
 
 
 def test_body_moves_system_and_requires_max_tokens():
@@ -32,7 +34,9 @@ def test_body_moves_system_and_requires_max_tokens():
     assert [m["role"] for m in body["messages"]] == ["user"]
     assert body["system"].startswith("You write summaries.")
     assert body["max_tokens"] == 4096
-    assert body["output_config"]["format"]["schema"] == get_task("summarize").output_schema
+    assert (
+        body["output_config"]["format"]["schema"] == get_task("summarize").output_schema
+    )
 
 
 def test_open_schema_goes_into_system_prompt():
@@ -99,12 +103,17 @@ def test_errors(status, kind, headers, error):
 def anthropic_env(fake_server, monkeypatch):
     monkeypatch.setenv("ANTHROPIC_API_KEY", fake_server.api_key)
     monkeypatch.setenv("ANTHROPIC_BASE_URL", fake_server.url)
-    return {"ANTHROPIC_API_KEY": fake_server.api_key, "ANTHROPIC_BASE_URL": fake_server.url}
+    return {
+        "ANTHROPIC_API_KEY": fake_server.api_key,
+        "ANTHROPIC_BASE_URL": fake_server.url,
+    }
 
 
 def test_run_batch_against_fake_server(fake_server, anthropic_env):
     cfg = AIConfig(provider="anthropic", model="claude-test", parallelism=4)
-    results = asyncio.run(run_batch("summarize", [{"text": f"t{n}"} for n in range(6)], cfg))
+    results = asyncio.run(
+        run_batch("summarize", [{"text": f"t{n}"} for n in range(6)], cfg)
+    )
     assert all(isinstance(r, dict) and r["summary"] for r in results)
     entry = fake_server.requests()[0]
     assert entry["headers"]["anthropic-version"] == "2023-06-01"
@@ -129,8 +138,13 @@ def test_retry_after_and_truncation(fake_server_factory, monkeypatch):
 
 
 def test_command_with_anthropic_provider(tmp_path, fake_server, anthropic_env):
-    done = aimod("task=summarize", "provider=anthropic", "limit=3", cwd=tmp_path,
-                 env=anthropic_env)
+    done = aimod(
+        "task=summarize",
+        "provider=anthropic",
+        "limit=3",
+        cwd=tmp_path,
+        env=anthropic_env,
+    )
     assert done.returncode == 0, done.stderr
     results = read_results(run_dirs(tmp_path, "summarize")[0])
     assert len(results) == 3

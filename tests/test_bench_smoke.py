@@ -45,7 +45,11 @@ def test_quick_run_exits_zero(quick_run):
 
 @pytest.mark.parametrize("scenario", sorted(SCENARIO_MEASURES))
 def test_quick_run_prints_scenario_rows(quick_run, scenario):
-    rows = [line for line in quick_run.stdout.splitlines() if line.startswith(f"| {scenario} |")]
+    rows = [
+        line
+        for line in quick_run.stdout.splitlines()
+        if line.startswith(f"| {scenario} |")
+    ]
     assert rows, f"no {scenario} row in:\n{quick_run.stdout}"
     assert any(SCENARIO_MEASURES[scenario] in row for row in rows), rows
 

@@ -21,11 +21,17 @@ REPO = Path(__file__).resolve().parents[1]
 AIMOD = [sys.executable, "-m", "ai_module"]
 
 
-def aimod(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 120):
+def aimod(
+    *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 120
+):
     environment = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
     environment.update(env or {})
     return subprocess.run(
-        [*AIMOD, *args], cwd=cwd, env=environment, capture_output=True, text=True,
+        [*AIMOD, *args],
+        cwd=cwd,
+        env=environment,
+        capture_output=True,
+        text=True,
         timeout=timeout,
     )
 
@@ -40,13 +46,18 @@ def read_results(run_dir: Path) -> list[dict]:
 
 
 def write_jsonl(path: Path, records: list[dict]) -> Path:
-    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), "utf-8")
+    path.write_text(
+        "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), "utf-8"
+    )
     return path
 
 
 @pytest.fixture
 def server_env(fake_server):
-    return {"OPENAI_API_KEY": fake_server.api_key, "OPENAI_BASE_URL": fake_server.base_url}
+    return {
+        "OPENAI_API_KEY": fake_server.api_key,
+        "OPENAI_BASE_URL": fake_server.base_url,
+    }
 
 
 def test_mock_run_on_bundled_sample(tmp_path):
@@ -54,7 +65,9 @@ def test_mock_run_on_bundled_sample(tmp_path):
     assert done.returncode == 0, done.stderr
     (run_dir,) = run_dirs(tmp_path, "nl2cypher")
     results = read_results(run_dir)
-    sample_lines = (REPO / "tasks/examples/nl2cypher.jsonl").read_text("utf-8").splitlines()
+    sample_lines = (
+        (REPO / "tasks/examples/nl2cypher.jsonl").read_text("utf-8").splitlines()
+    )
     assert len(results) == len(sample_lines) == 300
     schema = get_task("nl2cypher").output_schema
     for number, result in enumerate(results):
@@ -80,8 +93,12 @@ def test_rerun_is_served_from_store(tmp_path):
 
 def test_two_runs_same_second_get_distinct_dirs(tmp_path):
     runs = [
-        subprocess.Popen([*AIMOD, "task=summarize", "provider=mock", "limit=2"], cwd=tmp_path,
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.Popen(
+            [*AIMOD, "task=summarize", "provider=mock", "limit=2"],
+            cwd=tmp_path,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         for _ in range(2)
     ]
     assert [run.wait(timeout=60) for run in runs] == [0, 0]
@@ -95,8 +112,13 @@ def test_kill_9_then_resume_repays_nothing_committed(tmp_path, fake_server_facto
     write_jsonl(tmp_path / "docs.jsonl", [{"text": t} for t in texts])
     args = ["task=summarize", "provider=openai", "input=docs.jsonl", "parallelism=4"]
 
-    process = subprocess.Popen([*AIMOD, *args], cwd=tmp_path, env={**os.environ, **env},
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [*AIMOD, *args],
+        cwd=tmp_path,
+        env={**os.environ, **env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     store = tmp_path / "runs" / "aimod.db"
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -134,7 +156,9 @@ def _count(store: Path, table: str) -> int:
 
 def _committed_texts(store: Path, texts: list[str]) -> set[str]:
     with sqlite3.connect(store, timeout=10) as connection:
-        rows = connection.execute("SELECT idx FROM items WHERE status = 'ok'").fetchall()
+        rows = connection.execute(
+            "SELECT idx FROM items WHERE status = 'ok'"
+        ).fetchall()
     return {texts[index] for (index,) in rows}
 
 
@@ -177,8 +201,14 @@ def test_user_task_overrides_builtin(tmp_path):
 
 def test_task_override_from_command_line(tmp_path, server_env, fake_server):
     write_jsonl(tmp_path / "in.jsonl", [{"text": "a"}])
-    done = aimod("task=summarize", "input=in.jsonl", "task.generation.temperature=0.7",
-                 "max_tokens=99", cwd=tmp_path, env=server_env)
+    done = aimod(
+        "task=summarize",
+        "input=in.jsonl",
+        "task.generation.temperature=0.7",
+        "max_tokens=99",
+        cwd=tmp_path,
+        env=server_env,
+    )
     assert done.returncode == 0, done.stderr
     body = fake_server.requests()[0]["body"]
     assert body["temperature"] == 0.7
@@ -187,13 +217,21 @@ def test_task_override_from_command_line(tmp_path, server_env, fake_server):
 
 def test_sweep_2x2_then_repeat_calls_nothing(tmp_path, server_env, fake_server):
     write_jsonl(tmp_path / "in.jsonl", [{"text": f"t{n}"} for n in range(5)])
-    args = ["-m", "task=summarize", "input=in.jsonl", "model=m-a,m-b", "temperature=0,0.5"]
+    args = [
+        "-m",
+        "task=summarize",
+        "input=in.jsonl",
+        "model=m-a,m-b",
+        "temperature=0,0.5",
+    ]
     first = aimod(*args, cwd=tmp_path, env=server_env)
     assert first.returncode == 0, first.stderr
     assert fake_server.stats()["ok"] == 20
     sweeps = sorted((tmp_path / "runs" / "multirun").iterdir())
     assert len(sweeps) == 1
-    listing = [json.loads(line) for line in (sweeps[0] / "runs.jsonl").read_text().splitlines()]
+    listing = [
+        json.loads(line) for line in (sweeps[0] / "runs.jsonl").read_text().splitlines()
+    ]
     assert len(listing) == 4
     assert len({entry["run_dir"] for entry in listing}) == 4
     for entry in listing:
@@ -205,8 +243,14 @@ def test_sweep_2x2_then_repeat_calls_nothing(tmp_path, server_env, fake_server):
 
 
 def test_hydra_mode_override_sweeps(tmp_path):
-    done = aimod("hydra.mode=MULTIRUN", "task=summarize", "provider=mock", "limit=2",
-                 "parallelism=1,2", cwd=tmp_path)
+    done = aimod(
+        "hydra.mode=MULTIRUN",
+        "task=summarize",
+        "provider=mock",
+        "limit=2",
+        "parallelism=1,2",
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stderr
     (sweep,) = (tmp_path / "runs" / "multirun").iterdir()
     assert len((sweep / "runs.jsonl").read_text().splitlines()) == 2
@@ -214,8 +258,14 @@ def test_hydra_mode_override_sweeps(tmp_path):
 
 def test_joblib_sweep_shares_store(tmp_path, server_env, fake_server):
     write_jsonl(tmp_path / "in.jsonl", [{"text": f"t{n}"} for n in range(8)])
-    args = ["-m", "hydra/launcher=joblib", "task=summarize", "input=in.jsonl",
-            "model=m-a,m-b", "temperature=0,0.5"]
+    args = [
+        "-m",
+        "hydra/launcher=joblib",
+        "task=summarize",
+        "input=in.jsonl",
+        "model=m-a,m-b",
+        "temperature=0,0.5",
+    ]
     done = aimod(*args, cwd=tmp_path, env=server_env, timeout=180)
     assert done.returncode == 0, done.stderr
     assert fake_server.stats()["ok"] == 32
@@ -242,8 +292,12 @@ def test_no_task_given(tmp_path):
 
 
 def test_missing_key_fails_before_any_request(tmp_path, fake_server):
-    done = aimod("task=summarize", "limit=3", cwd=tmp_path,
-                 env={"OPENAI_BASE_URL": fake_server.base_url})
+    done = aimod(
+        "task=summarize",
+        "limit=3",
+        cwd=tmp_path,
+        env={"OPENAI_BASE_URL": fake_server.base_url},
+    )
     assert done.returncode == 2
     assert "OPENAI_API_KEY" in done.stderr
     assert fake_server.stats()["requests"] == 0
@@ -265,8 +319,12 @@ def test_malformed_line_reported_with_line_number(tmp_path):
 
 @pytest.mark.parametrize(
     "override",
-    ["+api_key=sk-test-abcdefghijkl", "options.api_key=xyz", "+provider.api_key=xyz",
-     "base_url=sk-abcdefghijklmnop"],
+    [
+        "+api_key=sk-test-abcdefghijkl",
+        "options.api_key=xyz",
+        "+provider.api_key=xyz",
+        "base_url=sk-abcdefghijklmnop",
+    ],
 )
 def test_secret_override_rejected_and_never_written(tmp_path, override):
     done = aimod("task=summarize", "provider=mock", override, cwd=tmp_path)
@@ -281,12 +339,22 @@ def test_secret_override_rejected_and_never_written(tmp_path, override):
 def test_help_lists_tasks_and_providers(tmp_path):
     done = aimod("--help", cwd=tmp_path)
     assert done.returncode == 0
-    for name in ("nl2cypher", "summarize", "mock", "ollama", "openrouter", "parallelism"):
+    for name in (
+        "nl2cypher",
+        "summarize",
+        "mock",
+        "ollama",
+        "openrouter",
+        "parallelism",
+    ):
         assert name in done.stdout
 
 
 def test_runs_and_export(tmp_path):
-    assert aimod("task=summarize", "provider=mock", "limit=4", cwd=tmp_path).returncode == 0
+    assert (
+        aimod("task=summarize", "provider=mock", "limit=4", cwd=tmp_path).returncode
+        == 0
+    )
     runs = aimod("runs", cwd=tmp_path)
     assert runs.returncode == 0
     run_id = runs.stdout.splitlines()[1].split()[0]
@@ -301,7 +369,9 @@ def test_runs_and_export(tmp_path):
 
 def test_validate_reports_bad_task(tmp_path):
     bad = tmp_path / "bad.yaml"
-    bad.write_text("name: bad\nuser: |\n  {{ x \noutput_schema: {type: object}\n", "utf-8")
+    bad.write_text(
+        "name: bad\nuser: |\n  {{ x \noutput_schema: {type: object}\n", "utf-8"
+    )
     done = aimod("validate", str(bad), cwd=tmp_path)
     assert done.returncode == 2
     assert f"{bad}:3" in done.stderr
@@ -319,10 +389,18 @@ def test_misspelt_setting_suggests_the_right_one(tmp_path):
 
 
 def test_cost_estimate_from_prices(tmp_path):
-    done = aimod("task=summarize", "provider=mock", "limit=5", "price.prompt=2",
-                 "price.completion=10", cwd=tmp_path)
+    done = aimod(
+        "task=summarize",
+        "provider=mock",
+        "limit=5",
+        "price.prompt=2",
+        "price.completion=10",
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stderr
-    summary = json.loads((run_dirs(tmp_path, "summarize")[0] / "summary.json").read_text())
+    summary = json.loads(
+        (run_dirs(tmp_path, "summarize")[0] / "summary.json").read_text()
+    )
     expected = (summary["prompt_tokens"] * 2 + summary["completion_tokens"] * 10) / 1e6
     assert summary["estimated_cost_usd"] == pytest.approx(expected)
     assert "cost" in done.stdout
@@ -330,8 +408,16 @@ def test_cost_estimate_from_prices(tmp_path):
 
 def test_runs_marks_killed_run(tmp_path):
     process = subprocess.Popen(
-        [*AIMOD, "task=summarize", "provider=mock", "options.latency=0.2", "parallelism=1"],
-        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            *AIMOD,
+            "task=summarize",
+            "provider=mock",
+            "options.latency=0.2",
+            "parallelism=1",
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     store = tmp_path / "runs" / "aimod.db"
     deadline = time.monotonic() + 30
@@ -347,11 +433,19 @@ def test_runs_marks_killed_run(tmp_path):
 
 def test_shards_split_input_exactly_once(tmp_path):
     write_jsonl(tmp_path / "in.jsonl", [{"text": f"t{n}"} for n in range(10)])
-    done = aimod("-m", "task=summarize", "provider=mock", "input=in.jsonl",
-                 "shard=0/3,1/3,2/3", cwd=tmp_path)
+    done = aimod(
+        "-m",
+        "task=summarize",
+        "provider=mock",
+        "input=in.jsonl",
+        "shard=0/3,1/3,2/3",
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stderr
     (sweep,) = (tmp_path / "runs" / "multirun").iterdir()
-    listing = [json.loads(line) for line in (sweep / "runs.jsonl").read_text().splitlines()]
+    listing = [
+        json.loads(line) for line in (sweep / "runs.jsonl").read_text().splitlines()
+    ]
     assert sorted(entry["total"] for entry in listing) == [3, 3, 4]
     indexes = []
     for entry in listing:
@@ -381,8 +475,13 @@ def test_user_provider_files(tmp_path, fake_server):
         "name: mock\nbase_url: null\napi_key_env: null\nmodel: replaced\noptions: {}\n",
         encoding="utf-8",
     )
-    custom = aimod("task=summarize", "provider=mylocal", "limit=2", cwd=tmp_path,
-                   env={"MY_LOCAL_KEY": fake_server.api_key})
+    custom = aimod(
+        "task=summarize",
+        "provider=mylocal",
+        "limit=2",
+        cwd=tmp_path,
+        env={"MY_LOCAL_KEY": fake_server.api_key},
+    )
     assert custom.returncode == 0, custom.stderr
     assert fake_server.stats()["ok"] == 2
     assert {e["body"]["model"] for e in fake_server.requests()} == {"local-model"}

@@ -31,11 +31,18 @@ def write_input(folder, name):
     return path
 
 
-@pytest.mark.parametrize("name", ["q.jsonl", "q.jsonl.gz", "q.json", "q.csv", "q.csv.gz"])
+@pytest.mark.parametrize(
+    "name", ["q.jsonl", "q.jsonl.gz", "q.json", "q.csv", "q.csv.gz"]
+)
 def test_formats_with_field_mapping(tmp_path, name):
     write_input(tmp_path, name)
-    done = aimod("task=nl2cypher", "provider=mock", f"input={name}",
-                 "input.fields.prompt=question", cwd=tmp_path)
+    done = aimod(
+        "task=nl2cypher",
+        "provider=mock",
+        f"input={name}",
+        "input.fields.prompt=question",
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stderr
     results = read_results(run_dirs(tmp_path, "nl2cypher")[0])
     assert [r["input"]["prompt"] for r in results] == [r["question"] for r in RECORDS]
@@ -44,28 +51,50 @@ def test_formats_with_field_mapping(tmp_path, name):
 
 def test_limit_takes_first_records(tmp_path):
     write_input(tmp_path, "q.jsonl")
-    done = aimod("task=nl2cypher", "provider=mock", "input=q.jsonl",
-                 "input.fields.prompt=question", "limit=2", cwd=tmp_path)
+    done = aimod(
+        "task=nl2cypher",
+        "provider=mock",
+        "input=q.jsonl",
+        "input.fields.prompt=question",
+        "limit=2",
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stderr
     assert len(read_results(run_dirs(tmp_path, "nl2cypher")[0])) == 2
 
 
 def test_unmapped_column_is_reported_per_record(tmp_path):
     write_input(tmp_path, "q.jsonl")
-    done = aimod("task=nl2cypher", "provider=mock", "input=q.jsonl",
-                 "input.fields.prompt=questoin", cwd=tmp_path)
+    done = aimod(
+        "task=nl2cypher",
+        "provider=mock",
+        "input=q.jsonl",
+        "input.fields.prompt=questoin",
+        cwd=tmp_path,
+    )
     assert done.returncode == 1
     results = read_results(run_dirs(tmp_path, "nl2cypher")[0])
     assert all("questoin" in r["error"]["message"] for r in results)
 
 
 def test_resume_false_asks_again(tmp_path, fake_server):
-    env = {"OPENAI_API_KEY": fake_server.api_key, "OPENAI_BASE_URL": fake_server.base_url}
-    (tmp_path / "in.jsonl").write_text('{"text": "a"}\n{"text": "b"}\n', encoding="utf-8")
-    assert aimod("task=summarize", "input=in.jsonl", cwd=tmp_path, env=env).returncode == 0
-    assert aimod("task=summarize", "input=in.jsonl", cwd=tmp_path, env=env).returncode == 0
+    env = {
+        "OPENAI_API_KEY": fake_server.api_key,
+        "OPENAI_BASE_URL": fake_server.base_url,
+    }
+    (tmp_path / "in.jsonl").write_text(
+        '{"text": "a"}\n{"text": "b"}\n', encoding="utf-8"
+    )
+    assert (
+        aimod("task=summarize", "input=in.jsonl", cwd=tmp_path, env=env).returncode == 0
+    )
+    assert (
+        aimod("task=summarize", "input=in.jsonl", cwd=tmp_path, env=env).returncode == 0
+    )
     assert fake_server.stats()["ok"] == 2
-    fresh = aimod("task=summarize", "input=in.jsonl", "resume=false", cwd=tmp_path, env=env)
+    fresh = aimod(
+        "task=summarize", "input=in.jsonl", "resume=false", cwd=tmp_path, env=env
+    )
     assert fresh.returncode == 0, fresh.stderr
     assert fake_server.stats()["ok"] == 4
 
@@ -75,7 +104,10 @@ def test_progress_bar_on_terminal(tmp_path):
     leader, follower = pty.openpty()
     process = subprocess.Popen(
         [*AIMOD, "task=nl2cypher", "provider=mock", "limit=50"],
-        cwd=tmp_path, stdin=follower, stdout=follower, stderr=follower,
+        cwd=tmp_path,
+        stdin=follower,
+        stdout=follower,
+        stderr=follower,
         env={k: v for k, v in os.environ.items() if k != "COLUMNS"},
     )
     os.close(follower)
@@ -100,7 +132,12 @@ def test_progress_bar_on_terminal(tmp_path):
 
 
 def test_python_module_entry_point(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "ai_module", "tasks"], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "ai_module", "tasks"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0
     assert "nl2cypher" in done.stdout

@@ -20,7 +20,7 @@ from ai_module.json_extract import extract_json
         ('{"a": "brace } inside"} trailing', {"a": "brace } inside"}),
         ("[1, 2, 3]", [1, 2, 3]),
         ('{"text": "ünïcödé 🎉"}', {"text": "ünïcödé 🎉"}),
-        ("The set {x} is empty. {\"a\": 2}", {"a": 2}),
+        ('The set {x} is empty. {"a": 2}', {"a": 2}),
     ],
 )
 def test_extracts(text, expected):
@@ -29,7 +29,13 @@ def test_extracts(text, expected):
 
 @pytest.mark.parametrize(
     "text",
-    ["", "no json here", '{"a": 1', "```json\n{broken\n```", '{"summary": "cut off mid'],
+    [
+        "",
+        "no json here",
+        '{"a": 1',
+        "```json\n{broken\n```",
+        '{"summary": "cut off mid',
+    ],
 )
 def test_rejects(text):
     with pytest.raises(InvalidJSONError) as info:

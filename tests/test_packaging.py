@@ -14,7 +14,17 @@ REPO = Path(__file__).resolve().parents[1]
 def test_wheel_runs_from_another_directory(tmp_path):
     dist = tmp_path / "dist"
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(dist), str(REPO)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "-q",
+            "-w",
+            str(dist),
+            str(REPO),
+        ],
         check=True,
         capture_output=True,
         timeout=300,
@@ -37,7 +47,10 @@ def test_wheel_runs_from_another_directory(tmp_path):
 
     located = subprocess.run(
         [str(python), "-c", "import ai_module.paths as p; print(p.builtin_conf_dir())"],
-        cwd=elsewhere, capture_output=True, text=True, check=True,
+        cwd=elsewhere,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     assert str(environment) in located.stdout
     assert "_bundled" in located.stdout
@@ -45,7 +58,10 @@ def test_wheel_runs_from_another_directory(tmp_path):
     aimod = environment / "bin" / "aimod"
     done = subprocess.run(
         [str(aimod), "task=nl2cypher", "provider=mock", "limit=5"],
-        cwd=elsewhere, capture_output=True, text=True, timeout=120,
+        cwd=elsewhere,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert done.returncode == 0, done.stderr
     (run_dir,) = (elsewhere / "runs" / "nl2cypher").iterdir()

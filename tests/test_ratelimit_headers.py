@@ -13,8 +13,16 @@ from ai_module.providers.ratelimit_headers import (
 
 @pytest.mark.parametrize(
     ("text", "seconds"),
-    [("1s", 1.0), ("6m0s", 360.0), ("120ms", 0.12), ("1h2m3.5s", 3723.5), ("0.5", 0.5),
-     ("", None), ("soon", None), ("5x", None)],
+    [
+        ("1s", 1.0),
+        ("6m0s", 360.0),
+        ("120ms", 0.12),
+        ("1h2m3.5s", 3723.5),
+        ("0.5", 0.5),
+        ("", None),
+        ("soon", None),
+        ("5x", None),
+    ],
 )
 def test_parse_duration(text, seconds):
     assert parse_duration(text) == (pytest.approx(seconds) if seconds else seconds)
@@ -29,7 +37,10 @@ def test_retry_after_http_date_in_past_is_zero():
 
 
 def test_exhausted_budget_only_when_remaining_zero():
-    headers = {"x-ratelimit-remaining-requests": "3", "x-ratelimit-reset-requests": "2s"}
+    headers = {
+        "x-ratelimit-remaining-requests": "3",
+        "x-ratelimit-reset-requests": "2s",
+    }
     assert exhausted_reset_seconds(headers) is None
     headers["x-ratelimit-remaining-requests"] = "0"
     assert exhausted_reset_seconds(headers) == 2.0

@@ -46,7 +46,16 @@ def request(**generation):
 @pytest.mark.parametrize("mode", ["json_schema", "json_object", "none"])
 @pytest.mark.parametrize(
     "generation",
-    [{}, {"temperature": 0.2, "max_tokens": 256, "top_p": 0.9, "seed": 7, "stop": ["\n\n"]}],
+    [
+        {},
+        {
+            "temperature": 0.2,
+            "max_tokens": 256,
+            "top_p": 0.9,
+            "seed": 7,
+            "stop": ["\n\n"],
+        },
+    ],
 )
 def test_body_conforms_to_openapi(mode, generation):
     body = build_body(request(**generation), mode)
@@ -61,8 +70,13 @@ def test_body_conforms_to_openapi(mode, generation):
 def test_builtin_task_bodies_conform(name):
     task = get_task(name)
     record = {"prompt": "count users", "text": "A short text.", "schema": "(:User)"}
-    chat = ChatRequest("gpt-4o-mini", task.render(record), task.generation.values(),
-                       task.output_schema, name)
+    chat = ChatRequest(
+        "gpt-4o-mini",
+        task.render(record),
+        task.generation.values(),
+        task.output_schema,
+        name,
+    )
     validate_chat_request(build_body(chat))
 
 
@@ -89,7 +103,11 @@ def completion(content, finish_reason="stop", usage=True):
         ],
     }
     if usage:
-        body["usage"] = {"prompt_tokens": 11, "completion_tokens": 5, "total_tokens": 16}
+        body["usage"] = {
+            "prompt_tokens": 11,
+            "completion_tokens": 5,
+            "total_tokens": 16,
+        }
     return body
 
 
@@ -118,14 +136,26 @@ def test_refusal_is_output_error():
 @pytest.mark.parametrize(
     ("status", "headers", "body", "error", "retry_after"),
     [
-        (429, {"retry-after": "3"}, b'{"error": {"message": "slow down"}}', RateLimitedError, 3.0),
+        (
+            429,
+            {"retry-after": "3"},
+            b'{"error": {"message": "slow down"}}',
+            RateLimitedError,
+            3.0,
+        ),
         (429, {"retry-after-ms": "250"}, b"{}", RateLimitedError, 0.25),
         (429, {"x-ratelimit-reset-requests": "1m2s"}, b"{}", RateLimitedError, 62.0),
         (429, {}, b"{}", RateLimitedError, None),
         (401, {}, b'{"error": {"message": "bad key"}}', AuthenticationError, None),
         (403, {}, b"{}", AuthenticationError, None),
         (400, {}, b'{"error": {"message": "bad param"}}', InvalidRequestError, None),
-        (404, {}, b'{"error": {"message": "no such model"}}', InvalidRequestError, None),
+        (
+            404,
+            {},
+            b'{"error": {"message": "no such model"}}',
+            InvalidRequestError,
+            None,
+        ),
         (500, {}, b"oops", TransientError, None),
         (502, {}, b"<html>", TransientError, None),
         (503, {"retry-after": "2"}, b"{}", RateLimitedError, 2.0),
@@ -143,7 +173,10 @@ def test_status_maps_to_error(status, headers, body, error, retry_after):
     ("body", "error"),
     [
         (b'{"error": {"message": "upstream failed", "code": 502}}', ErrorBodyError),
-        (b'{"error": {"message": "bad key", "type": "invalid_api_key"}}', AuthenticationError),
+        (
+            b'{"error": {"message": "bad key", "type": "invalid_api_key"}}',
+            AuthenticationError,
+        ),
         (b"not json at all", TransientError),
         (b'{"choices": []}', TransientError),
         (b"[1, 2]", TransientError),
@@ -156,5 +189,7 @@ def test_200_with_error_or_garbage(body, error):
 
 def test_secret_never_in_error_messages():
     with pytest.raises(AuthenticationError) as info:
-        parse_completion(401, {}, b'{"error": {"message": "Incorrect API key provided"}}')
+        parse_completion(
+            401, {}, b'{"error": {"message": "Incorrect API key provided"}}'
+        )
     assert "sk-" not in str(info.value)
