@@ -47,6 +47,9 @@ from ai_module.tasks.model import Task
 
 __all__ = ["BatchContext", "ItemOutcome", "ResponseCache", "invoke_task", "request_key"]
 
+# What a duplicate record's wait gets when the call it waited for failed.
+_NO_RESPONSE = object()
+
 logger = logging.getLogger(__name__)
 
 _REPAIR_PROMPT = (
@@ -100,6 +103,9 @@ class BatchContext:
     retries: int = 0
     rate_limited: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+    # Request key -> future of the item whose call for it is in flight, so a
+    # duplicate record waits for that response instead of paying again.
+    in_flight: dict[str, asyncio.Future[Any]] = field(default_factory=dict)
     # Awaited after each new answer is put in the cache. The runner sets it to
     # wait for the store's commit, so that a worker moves on to its next item
     # only once the answer it paid for is durable.
@@ -253,12 +259,28 @@ async def invoke_task(
             await _parse(task, outcome)
             return outcome
 
+    leader = ctx.in_flight.get(key)
+    if leader is not None:
+        output = await asyncio.shield(leader)
+        if output is not _NO_RESPONSE:
+            outcome = ItemOutcome(None, output, key, from_store=True)
+            await _parse(task, outcome)
+            return outcome
+        # The item that made the call failed: this one makes its own.
+
     outcome = ItemOutcome(value=None, output=None, request_key=key)
+    shared = ctx.in_flight[key] = asyncio.get_running_loop().create_future()
     try:
         await _answer(task, request, ctx, outcome)
+        shared.set_result(outcome.output)
     except BaseException as exc:
         _set_cost(exc, outcome)
         raise
+    finally:
+        if not shared.done():
+            shared.set_result(_NO_RESPONSE)
+        if ctx.in_flight.get(key) is shared:
+            del ctx.in_flight[key]
     if ctx.cache is not None:
         ctx.cache.put(key, outcome.output, outcome.usage)
         if ctx.commit is not None:

@@ -91,6 +91,20 @@ def test_rerun_is_served_from_store(tmp_path):
     assert summary["requests"] == 0
 
 
+def test_duplicate_records_in_one_run_pay_once(tmp_path, fake_server_factory):
+    server = fake_server_factory(latency=0.2)
+    env = {"OPENAI_API_KEY": server.api_key, "OPENAI_BASE_URL": server.base_url}
+    write_jsonl(tmp_path / "dup.jsonl", [{"text": "duplicate me"}] * 50)
+    done = aimod("task=summarize", "input=dup.jsonl", cwd=tmp_path, env=env)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(
+        (run_dirs(tmp_path, "summarize")[-1] / "summary.json").read_text()
+    )
+    assert summary["succeeded"] == 50
+    assert summary["requests"] == 1
+    assert server.stats()["requests"] == 1
+
+
 def test_two_runs_same_second_get_distinct_dirs(tmp_path):
     runs = [
         subprocess.Popen(

@@ -520,3 +520,27 @@ def test_unusable_record_is_input_error(record, expected):
 def test_one_record_instead_of_list_rejected():
     with pytest.raises(TypeError, match=r"\[record\]"):
         asyncio.run(run_batch("summarize", {"text": "x"}, AIConfig(provider="mock")))
+
+
+def test_duplicate_records_pay_once(fake_server_factory, monkeypatch):
+    server = fake_server_factory(latency=0.2)
+    monkeypatch.setenv("OPENAI_API_KEY", server.api_key)
+    # Without a store, only calls in flight at the same time are shared.
+    cfg = AIConfig(parallelism=8, base_url=server.base_url)
+    records = [{"text": "duplicate me"}] * 6 + [{"text": "another"}] * 2
+    results = asyncio.run(run_batch("summarize", records, cfg))
+    assert all(isinstance(result, dict) for result in results)
+    assert results[0] == results[5]
+    assert server.stats()["requests"] == 2
+
+
+def test_duplicate_of_failed_call_tries_again(fake_server_factory, monkeypatch):
+    server = fake_server_factory(latency=0.2, script=[{"status": 400}])
+    monkeypatch.setenv("OPENAI_API_KEY", server.api_key)
+    cfg = AIConfig(parallelism=4, base_url=server.base_url)
+    first, second = asyncio.run(
+        run_batch("summarize", [{"text": "same"}, {"text": "same"}], cfg)
+    )
+    assert isinstance(first, InvalidRequestError)
+    assert isinstance(second, dict)
+    assert server.stats()["requests"] == 2
