@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +17,6 @@ from ai_module.tasks import list_tasks, task_from_mapping
 __all__ = ["build_plan", "find_secrets"]
 
 _AI_FIELDS = set(AIConfig.model_fields) - {"provider", "options"}
-# `${oc.env:NAME}` in a task file would put an environment variable (an API key,
-# say) into the prompt sent to the provider. `\${` is an escaped literal.
-_ENV_LOOKUP = re.compile(r"(?<!\\)\$\{\s*oc\.env\s*:")
-
 
 def _container(cfg: DictConfig, key: str) -> Any:
     try:
@@ -33,8 +28,8 @@ def _container(cfg: DictConfig, key: str) -> Any:
         return value
     except OmegaConfBaseException as exc:
         raise ConfigError(
-            f"cannot resolve setting '{key}': {exc}. A literal '${{' in a template "
-            "must be written as '\\${'."
+            f"cannot resolve setting '{key}': {exc}. Check the ${{...}} references "
+            "in the command line and in ./conf/provider files."
         ) from None
 
 
@@ -63,33 +58,6 @@ def build_ai_config(cfg: DictConfig) -> AIConfig:
         ) from None
 
 
-def _reject_env_lookups(task: Any) -> None:
-    """Raise TaskError when a task's text reads the environment with oc.env."""
-    strings: list[tuple[str, str]] = []
-
-    def collect(node: Any, path: str) -> None:
-        if isinstance(node, dict):
-            for key, value in node.items():
-                collect(value, f"{path}.{key}" if path else str(key))
-        elif isinstance(node, list):
-            for number, value in enumerate(node):
-                collect(value, f"{path}[{number}]")
-        elif isinstance(node, str):
-            strings.append((path, node))
-
-    collect(task, "")
-    file = task.get("file") if isinstance(task, dict) else None
-    for field, text in strings:
-        if _ENV_LOOKUP.search(text):
-            raise TaskError(
-                f"{file or 'task'}: field '{field}' reads an environment variable "
-                "with ${oc.env:...}. Task files cannot read the environment, "
-                "because the value would be sent to the provider in the prompt. "
-                "Put the value in the input records, or write a literal '${' as "
-                "'\\${'."
-            )
-
-
 def _parse_shard(value: Any) -> tuple[int, int]:
     """Parse `shard=I/N` (I from 0 to N-1) into (I, N); no setting is (0, 1)."""
     if value is None:
@@ -114,8 +82,11 @@ def build_plan(
     if cfg.get("task") is None:
         names = ", ".join(info.name for info in list_tasks()) or "none"
         raise TaskError(f"no task given: add task=NAME. Available tasks: {names}")
-    _reject_env_lookups(OmegaConf.to_container(cfg.task, resolve=False))
-    task_data = _container(cfg, "task")
+    # Unresolved, so that a task file's text is sent exactly as written, as
+    # from Python: `${...}` there is text, not a reference to aimod's settings
+    # or to the environment.
+    task_data = OmegaConf.to_container(cfg.task, resolve=False)
+    assert isinstance(task_data, dict)
     task = task_from_mapping(task_data, file=task_data.get("file"))
     ai = build_ai_config(cfg)
 

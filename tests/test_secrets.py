@@ -133,11 +133,14 @@ def test_key_absent_from_rejection_message(runs_with_key):
     )
 
 
-def test_task_cannot_read_environment(tmp_path, fake_server):
+def test_task_text_is_sent_literally(tmp_path, fake_server):
+    # `${...}` in a task file is text: neither the environment nor aimod's own
+    # settings are read into the prompt.
     (tmp_path / "tasks").mkdir()
     (tmp_path / "tasks" / "leak.yaml").write_text(
         "name: leak\ninput_fields: [text]\nuser: |\n"
-        "  {{ text }} ${oc.env:OPENAI_API_KEY}\noutput_schema: {type: object}\n",
+        "  {{ text }} ${oc.env:OPENAI_API_KEY} ${model} \\${price}\n"
+        "output_schema: {type: object}\n",
         encoding="utf-8",
     )
     write_jsonl(tmp_path / "in.jsonl", [{"text": "a"}])
@@ -147,10 +150,10 @@ def test_task_cannot_read_environment(tmp_path, fake_server):
         cwd=tmp_path,
         env=environment(fake_server, OPENAI_API_KEY=CANARY_KEY),
     )
-    assert done.returncode == 2
-    assert "reads an environment variable" in done.stderr
-    assert "leak.yaml" in done.stderr
-    assert fake_server.stats()["requests"] == 0
+    assert done.returncode == 0, done.stderr
+    (request,) = fake_server.requests()
+    sent = request["body"]["messages"][-1]["content"]
+    assert sent == "a ${oc.env:OPENAI_API_KEY} ${model} \\${price}"
 
 
 @pytest.mark.parametrize(
