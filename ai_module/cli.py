@@ -22,15 +22,16 @@ from pathlib import Path
 
 from ai_module.errors import AimodError
 from ai_module.paths import builtin_conf_dir
+from ai_module.secret_names import ENV_NAME, is_secret_name
 
 __all__ = ["main"]
 
 SUBCOMMANDS = ("tasks", "validate", "runs", "export")
-_SECRET_KEY = re.compile(
-    r"^[+~]*(?:[\w.]*\.)?(api[_-]?key|authorization|password|secret|token)\s*=",
-    re.IGNORECASE,
+# Values that start like the keys of common providers (OpenAI, Anthropic,
+# Groq, xAI) or like an Authorization header.
+_SECRET_VALUE = re.compile(
+    r"=\s*['\"]?((?:sk-|gsk_|xai-)[A-Za-z0-9_-]{8,}|Bearer\s)", re.IGNORECASE
 )
-_SECRET_VALUE = re.compile(r"=\s*['\"]?(sk-[A-Za-z0-9_-]{8,}|Bearer\s)", re.IGNORECASE)
 _EXIT_FILE_ENV = "AIMOD_EXIT_CODES_FILE"
 
 
@@ -43,14 +44,9 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(run_subcommand(argv))
 
     for argument in argv:
-        if _SECRET_KEY.match(argument) or _SECRET_VALUE.search(argument):
-            key = argument.split("=", 1)[0]
-            sys.stderr.write(
-                f"aimod: error: {key}=... looks like a secret. API keys are read from "
-                "the environment only, so they never reach logs or run snapshots: "
-                "export OPENAI_API_KEY=... (or the variable your provider uses, "
-                "chosen with api_key_env=NAME) and run again without it.\n"
-            )
+        problem = _secret_problem(argument)
+        if problem:
+            sys.stderr.write(f"aimod: error: {problem}\n")
             sys.exit(2)
     unknown = _unknown_setting(argv)
     if unknown:
@@ -79,6 +75,32 @@ def main(argv: list[str] | None = None) -> None:
         )
         code = 130
     sys.exit(code)
+
+
+def _secret_problem(argument: str) -> str | None:
+    """Describe why an override may carry a secret, without repeating its value.
+
+    Runs before Hydra, which writes every override into the run's `.hydra/`.
+    """
+    key, equals, value = argument.partition("=")
+    if not equals:
+        return None
+    key = key.lstrip("+~")
+    if key in ("api_key_env", "provider.api_key_env") and not ENV_NAME.fullmatch(value):
+        return (
+            f"{key} takes the name of an environment variable (capital letters, "
+            "digits and underscores, such as GROQ_API_KEY), not the key itself. "
+            "Export the key in that variable and pass its name."
+        )
+    names = re.split(r"[./]", key)
+    if any(is_secret_name(name) for name in names) or _SECRET_VALUE.search(argument):
+        return (
+            f"{key}=... looks like a secret. API keys are read from the environment "
+            "only, so they never reach logs or run snapshots: export "
+            "OPENAI_API_KEY=... (or the variable your provider uses, chosen with "
+            "api_key_env=NAME) and run again without it."
+        )
+    return None
 
 
 def _unknown_setting(argv: list[str]) -> str | None:

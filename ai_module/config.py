@@ -4,53 +4,17 @@ from __future__ import annotations
 
 import math
 import os
-import re
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ai_module.errors import ConfigError
 from ai_module.providers.presets import preset_for
+from ai_module.secret_names import ENV_NAME, find_secrets, is_secret_name
 
 __all__ = ["AIConfig", "GENERATION_FIELDS", "find_secrets", "is_secret_name"]
 
 GENERATION_FIELDS = ("temperature", "max_tokens", "top_p", "seed", "stop")
-
-_SECRET_WORDS = frozenset({"authorization", "bearer", "password", "secret", "token"})
-_CAMEL_BOUNDARY = re.compile(r"([a-z0-9])([A-Z])")
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-
-
-def is_secret_name(name: object) -> bool:
-    """Return True when a setting's name says that it carries a secret.
-
-    Matches api_key, apiKey, OPENAI_API_KEY, access_token, Authorization and
-    the like, but not max_tokens or api_key_env (the name of a variable).
-    """
-    spaced = _CAMEL_BOUNDARY.sub(r"\1_\2", str(name)).lower()
-    words = re.findall(r"[a-z0-9]+", spaced)
-    if not words or words[-1] == "env":
-        return False
-    return (
-        words == ["key"]
-        or "apikey" in "".join(words)
-        or any(word in _SECRET_WORDS for word in words)
-    )
-
-
-def find_secrets(node: Any, path: str = "") -> list[str]:
-    """Return the dotted paths of keys in a nested config that name secrets."""
-    found = []
-    if isinstance(node, dict):
-        for key, value in node.items():
-            dotted = f"{path}.{key}" if path else str(key)
-            if is_secret_name(key):
-                found.append(dotted)
-            found.extend(find_secrets(value, dotted))
-    elif isinstance(node, list):
-        for number, value in enumerate(node):
-            found.extend(find_secrets(value, f"{path}[{number}]"))
-    return found
 
 
 class AIConfig(BaseModel):
@@ -98,7 +62,7 @@ class AIConfig(BaseModel):
         if secrets:
             provider = str(data.get("provider", "openai"))
             env = data.get("api_key_env")
-            if not (isinstance(env, str) and _ENV_NAME.fullmatch(env)):
+            if not (isinstance(env, str) and ENV_NAME.fullmatch(env)):
                 env = preset_for(provider).key_env
             variable = env or "the variable named by api_key_env"
             raise ValueError(
@@ -110,11 +74,11 @@ class AIConfig(BaseModel):
     @field_validator("api_key_env")
     @classmethod
     def _check_env_name(cls, value: str | None) -> str | None:
-        if value is not None and not _ENV_NAME.fullmatch(value):
+        if value is not None and not ENV_NAME.fullmatch(value):
             # The value is not repeated: it may be the key itself.
             raise ValueError(
-                "api_key_env takes the name of an environment variable (letters, "
-                "digits and underscores, such as OPENAI_API_KEY), not the key"
+                "api_key_env takes the name of an environment variable (capital "
+                "letters, digits and underscores, such as OPENAI_API_KEY), not the key"
             )
         return value
 

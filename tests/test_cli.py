@@ -338,6 +338,10 @@ def test_malformed_line_reported_with_line_number(tmp_path):
         "options.api_key=xyz",
         "+provider.api_key=xyz",
         "base_url=sk-abcdefghijklmnop",
+        "options.headers.x-api-key=gsk_FAKEGROQKEY1234567890",
+        "options.headers.Authorization=xyz-abc-123",
+        "api_key_env=gsk_FAKEGROQKEY1234567890",
+        "provider.api_key_env=plain-looking-key-123",
     ],
 )
 def test_secret_override_rejected_and_never_written(tmp_path, override):
@@ -345,6 +349,7 @@ def test_secret_override_rejected_and_never_written(tmp_path, override):
     assert done.returncode == 2
     assert "environment" in done.stderr
     value = override.split("=", 1)[1]
+    assert value not in done.stderr
     for path in tmp_path.rglob("*"):
         if path.is_file():
             assert value not in path.read_text(errors="replace"), path
