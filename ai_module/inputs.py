@@ -22,6 +22,8 @@ from ai_module.errors import InputError
 __all__ = ["count_records", "detect_format", "read_records"]
 
 FORMATS = ("jsonl", "json", "csv")
+# The UTF-8 byte order mark that Excel and some Windows tools write first.
+_BOM = b"\xef\xbb\xbf"
 # A record over this size is rejected rather than sent: it is almost always a
 # broken file (a missing newline), and would cost a fortune as a prompt.
 DEFAULT_MAX_RECORD_BYTES = 4 * 1024 * 1024
@@ -133,6 +135,8 @@ def _map_fields(
 def _read_jsonl(path: Path, max_bytes: int) -> Iterator[tuple[int, Any]]:
     with _open_binary(path) as handle:
         for number, raw in enumerate(handle, start=1):
+            if number == 1:
+                raw = raw.removeprefix(_BOM)
             if not raw.strip():
                 continue
             if len(raw) > max_bytes:
@@ -177,7 +181,7 @@ def _read_json_array(path: Path, max_bytes: int) -> Iterator[tuple[int, Any]]:
     # NOTE: a JSON array is parsed whole, so its memory grows with the file;
     # JSONL streams and is the format to use for large inputs.
     with _open_binary(path) as handle:
-        raw = handle.read()
+        raw = handle.read().removeprefix(_BOM)
     try:
         values = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -212,7 +216,7 @@ def _read_csv(path: Path, max_bytes: int) -> Iterator[tuple[int, Any]]:
         # Invalid bytes become lone surrogates, so that the row holding them is
         # an error for that row only.
         text = io.TextIOWrapper(
-            binary, encoding="utf-8", errors="surrogateescape", newline=""
+            binary, encoding="utf-8-sig", errors="surrogateescape", newline=""
         )
         reader = csv.reader(text, delimiter=delimiter)
         try:

@@ -1,0 +1,28 @@
+"""Reading input files: formats as real tools write them."""
+
+from __future__ import annotations
+
+import gzip
+
+import pytest
+
+from ai_module.inputs import read_records
+
+BOM = b"\xef\xbb\xbf"
+
+
+@pytest.mark.parametrize(
+    ("name", "content"),
+    [
+        ("rows.csv", b"sentence,id\r\nhello \xc3\xa9,1\r\nbye,2\r\n"),
+        ("rows.jsonl", b'{"sentence": "hello \xc3\xa9", "id": 1}\n{"sentence": "bye"}\n'),
+        ("rows.json", b'[{"sentence": "hello \xc3\xa9"}, {"sentence": "bye"}]'),
+    ],
+)
+@pytest.mark.parametrize("compress", [False, True])
+def test_byte_order_mark_is_skipped(tmp_path, name, content, compress):
+    path = tmp_path / (name + ".gz" if compress else name)
+    data = BOM + content
+    path.write_bytes(gzip.compress(data) if compress else data)
+    records = [record for _, record in read_records(path, fields={"text": "sentence"})]
+    assert [record["text"] for record in records] == ["hello é", "bye"]
