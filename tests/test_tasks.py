@@ -57,7 +57,9 @@ def test_values_render_as_data(tmp_path, value):
 
 
 def test_undefined_variable_names_variable_and_task(tmp_path):
+    # A task that declares no input fields is checked per record only.
     text = GOOD.format(name="label").replace("{{ text }}", "{{ text }} {{ context }}")
+    text = text.replace("input_fields: [text]\n", "")
     task = load_task_file(write_task(tmp_path, "label", text))
     with pytest.raises(RenderError) as info:
         task.render({"text": "hello"})
@@ -228,3 +230,23 @@ def test_builtin_tasks_render_examples(name):
     assert task.examples or name == "summarize"
     for example in task.examples:
         task.validate_output(example.output)
+
+
+def test_example_input_must_have_fields(tmp_path):
+    text = GOOD.format(name="label") + (
+        "examples:\n  - input: {txt: great}\n    output: {label: positive}\n"
+    )
+    with pytest.raises(TaskError) as info:
+        load_task_file(write_task(tmp_path, "label", text))
+    assert "examples[0].input" in str(info.value)
+    assert "text" in str(info.value)
+
+
+def test_undeclared_template_variable_rejected(tmp_path):
+    text = GOOD.format(name="label").replace(
+        "Sentence: {{ text }}", "Sentence: {{ text }} in {{ lang }}"
+    )
+    with pytest.raises(TaskError) as info:
+        load_task_file(write_task(tmp_path, "label", text))
+    assert "'lang'" in str(info.value)
+    assert "optional_fields" in str(info.value)

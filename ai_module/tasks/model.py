@@ -208,6 +208,7 @@ class Task(BaseModel):
             )
         self._system_template = self._compile("system", self.system)
         self._user_template = self._compile("user", self.user)
+        self._check_variables()
         self._check_schema()
         for number, example in enumerate(self.examples):
             try:
@@ -217,6 +218,12 @@ class Task(BaseModel):
                     f"examples[{number}].output",
                     f"example output does not match output_schema: {exc.message}",
                 ) from None
+            missing = [name for name in self.input_fields if name not in example.input]
+            if missing:
+                raise self._error(
+                    f"examples[{number}].input",
+                    f"example input lacks input field(s) {', '.join(missing)}",
+                )
 
     # -- loading ---------------------------------------------------------------
 
@@ -251,6 +258,28 @@ class Task(BaseModel):
             raise self._error(
                 field, f"template syntax error: {exc.message}", template_line=exc.lineno
             ) from None
+
+    def _check_variables(self) -> None:
+        """Reject templates that read variables the task does not declare.
+
+        Such a template fails on every record that lacks the variable, which
+        `aimod validate` should say before a run pays for anything.
+        """
+        if not self.input_fields:
+            return  # nothing declared, so nothing to check against
+        declared = {*self.input_fields, *self.optional_fields, *_ENVIRONMENT.globals}
+        for field in ("system", "user"):
+            source = getattr(self, field)
+            if source is None:
+                continue
+            used = meta.find_undeclared_variables(_ENVIRONMENT.parse(source))
+            unknown = sorted(used - declared)
+            if unknown:
+                raise self._error(
+                    field,
+                    f"template reads {', '.join(map(repr, unknown))}, which is in "
+                    "neither input_fields nor optional_fields; add it to one of them",
+                )
 
     def _check_schema(self) -> None:
         validator_class = jsonschema.validators.validator_for(
