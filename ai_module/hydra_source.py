@@ -77,7 +77,15 @@ class AimodTaskSource(ConfigSource):
             message = _yaml_error_message(path, exc, _split(config_path)[0])
             raise ConfigCompositionException(message) from None
         if _split(config_path)[0] == "task":
+            from ai_module.tasks.loading import name_after_file
+
             config.file = str(path.resolve())
+            name = {"name": config.name} if "name" in config else {}
+            try:
+                name_after_file(name, path)
+            except AimodError as exc:
+                raise ConfigCompositionException(f"aimod: error: {exc}") from None
+            config.name = name["name"]
         return ConfigResult(
             config=config,
             path=f"{_SCHEME}://{path.parent}",

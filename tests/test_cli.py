@@ -507,3 +507,18 @@ def test_user_provider_files(tmp_path, fake_server):
     replaced = aimod("task=summarize", "limit=2", cwd=tmp_path)
     assert replaced.returncode == 0, replaced.stderr
     assert "mock replaced" in replaced.stdout
+
+
+def test_task_name_must_match_file(tmp_path):
+    (tmp_path / "tasks").mkdir()
+    body = 'input_fields: [text]\nuser: "{{ text }}"\noutput_schema: {type: object}\n'
+    (tmp_path / "tasks" / "mism.yaml").write_text("name: other\n" + body)
+    (tmp_path / "tasks" / "noname.yaml").write_text(body)
+    write_jsonl(tmp_path / "in.jsonl", [{"text": "a"}])
+    mismatch = aimod("task=mism", "provider=mock", "input=in.jsonl", cwd=tmp_path)
+    unnamed = aimod("task=noname", "provider=mock", "input=in.jsonl", cwd=tmp_path)
+    assert mismatch.returncode == 2
+    assert "differs from the file name" in mismatch.stderr
+    assert not (tmp_path / "runs" / "other").exists()
+    assert unnamed.returncode == 0, unnamed.stderr
+    assert len(run_dirs(tmp_path, "noname")) == 1

@@ -27,21 +27,36 @@ def load_task_file(path: str | Path) -> Task:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
         problem = getattr(exc, "problem", None) or str(exc)
-        raise TaskError(
-            f"{where}: invalid YAML: {problem}. A template that starts with '{{' "
-            "must be a block scalar ('user: |' and the template on the next lines)."
-        ) from None
+        lines = text.splitlines()
+        line = lines[mark.line] if mark and mark.line < len(lines) else ""
+        if "{" in line:
+            advice = (
+                "A template that starts with '{' must be a block scalar "
+                "('user: |' and the template on the next lines)."
+            )
+        else:
+            advice = "Check the indentation and quoting on that line."
+        raise TaskError(f"{where}: invalid YAML: {problem}. {advice}") from None
     if not isinstance(data, dict):
         raise TaskError(
             f"{path}: a task file must be a YAML mapping, got {type(data).__name__}"
         )
-    data.setdefault("name", path.stem)
-    if data["name"] != path.stem:
+    name_after_file(data, path)
+    return task_from_mapping(data, file=path)
+
+
+def name_after_file(data: dict[str, Any], path: Path) -> None:
+    """Name the task after its file, or raise TaskError when the names differ.
+
+    The registry and `task=NAME` find a task by its file name, so a different
+    `name` inside would run under a name that no command line used.
+    """
+    name = data.setdefault("name", path.stem)
+    if name != path.stem:
         raise TaskError(
-            f"{locate(path, 'name') or path}: task name {data['name']!r} differs from "
+            f"{locate(path, 'name') or path}: task name {name!r} differs from "
             f"the file name {path.name!r}; rename one so they match"
         )
-    return task_from_mapping(data, file=path)
 
 
 def task_from_mapping(data: dict[str, Any], *, file: str | Path | None = None) -> Task:
