@@ -215,20 +215,30 @@ def _export(args: argparse.Namespace) -> int:
 def _write_csv(path: Path, output: Any) -> None:
     """Write one row per item: index, line, status, each output field, error.
 
-    The file is read twice (columns first, then rows), so memory stays flat.
+    An output that is not an object (a task with result_field, say) goes in
+    one `output` column. The file is read twice (columns first, then rows), so
+    memory stays flat.
     """
     output_fields: dict[str, None] = {}
+    has_plain_outputs = False
     for row in _read_rows(path):
-        if isinstance(row.get("output"), dict):
-            output_fields.update(dict.fromkeys(row["output"]))
+        result = row.get("output")
+        if isinstance(result, dict):
+            output_fields.update(dict.fromkeys(result))
+        elif result is not None:
+            has_plain_outputs = True
+    plain_column = ["output"] if has_plain_outputs else []
     writer = csv.writer(output)
-    writer.writerow(["index", "line", "status", *output_fields, "error", "input"])
+    writer.writerow(
+        ["index", "line", "status", *output_fields, *plain_column, "error", "input"]
+    )
     for row in _read_rows(path):
         result = row.get("output")
         if isinstance(result, dict):
             values = [_cell(result.get(name)) for name in output_fields]
+            values += [""] * len(plain_column)
         else:
-            values = [_cell(result)] + [""] * (len(output_fields) - 1)
+            values = [""] * len(output_fields) + [_cell(result)] * len(plain_column)
         error = row.get("error") or {}
         writer.writerow(
             [

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import shutil
@@ -384,6 +386,29 @@ def test_runs_and_export(tmp_path):
     assert len(rows) == 5
     as_jsonl = aimod("export", run_id, cwd=tmp_path)
     assert len(as_jsonl.stdout.splitlines()) == 4
+
+
+def test_export_csv_with_plain_outputs(tmp_path):
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "tasks" / "label.yaml").write_text(
+        "input_fields: [text]\nuser: '{{ text }}'\nresult_field: label\n"
+        "output_schema:\n  type: object\n  properties: {label: {type: string}}\n"
+        "  required: [label]\n"
+    )
+    write_jsonl(tmp_path / "in.jsonl", [{"text": "a"}, {"text": "b"}])
+    assert (
+        aimod("task=label", "provider=mock", "input=in.jsonl", cwd=tmp_path).returncode
+        == 0
+    )
+    run_dir = run_dirs(tmp_path, "label")[-1]
+    exported = aimod("export", str(run_dir), "--format", "csv", cwd=tmp_path)
+    rows = list(csv.reader(io.StringIO(exported.stdout)))
+    assert rows[0] == ["index", "line", "status", "output", "error", "input"]
+    for row in rows[1:]:
+        assert len(row) == len(rows[0])
+        assert row[2] == "ok"
+        assert row[3]
+        assert row[4] == ""
 
 
 def test_validate_reports_bad_task(tmp_path):
