@@ -18,6 +18,7 @@ __all__ = ["build_plan", "find_secrets"]
 
 _AI_FIELDS = set(AIConfig.model_fields) - {"provider", "options"}
 
+
 def _container(cfg: DictConfig, key: str) -> Any:
     try:
         if key not in cfg:
@@ -56,6 +57,22 @@ def build_ai_config(cfg: DictConfig) -> AIConfig:
             "invalid setting " + "; ".join(problems) + ". See `aimod --help` for "
             "the settings and their ranges."
         ) from None
+
+
+def _not_whole(value: Any) -> bool:
+    # bool is a subclass of int, and limit=true is not a count.
+    return isinstance(value, bool) or not isinstance(value, int)
+
+
+def _switch(cfg: DictConfig, key: str) -> bool:
+    """Read an on/off setting, accepting only true and false.
+
+    Hydra reads other words, such as `no`, as text, which bool() takes as true.
+    """
+    value = cfg.get(key, True)
+    if not isinstance(value, bool):
+        raise ConfigError(f"invalid setting {key}={value!r}: give true or false")
+    return value
 
 
 def _parse_shard(value: Any) -> tuple[int, int]:
@@ -104,10 +121,12 @@ def build_plan(
         )
 
     limit = cfg.get("limit")
-    if limit is not None and (not isinstance(limit, int) or limit < 1):
+    if limit is not None and (_not_whole(limit) or limit < 1):
         raise ConfigError(f"invalid setting limit={limit!r}: give a whole number >= 1")
-    max_record_bytes = input_cfg.get("max_record_bytes") or 4 * 1024 * 1024
-    if not isinstance(max_record_bytes, int) or max_record_bytes < 1:
+    max_record_bytes = input_cfg.get("max_record_bytes")
+    if max_record_bytes is None:
+        max_record_bytes = 4 * 1024 * 1024
+    if _not_whole(max_record_bytes) or max_record_bytes < 1:
         raise ConfigError(
             f"invalid setting input.max_record_bytes={max_record_bytes!r}: give bytes"
         )
@@ -136,8 +155,8 @@ def build_plan(
         max_record_bytes=max_record_bytes,
         limit=limit,
         store_path=store_path,
-        resume=bool(cfg.get("resume", True)),
-        progress=bool(cfg.get("progress", True)),
+        resume=_switch(cfg, "resume"),
+        progress=_switch(cfg, "progress"),
         run_dir=run_dir,
         sweep_dir=sweep_dir,
         shard_index=shard_index,

@@ -263,6 +263,24 @@ BAD_RUNS = [
         ["parallelism=0", "greater than or equal to 1"],
         ONE_RECORD,
     ),
+    BadRun(
+        "resume_word",
+        ["input=in.jsonl", "resume=no"],
+        ["resume='no'", "true or false"],
+        ONE_RECORD,
+    ),
+    BadRun(
+        "limit_boolean",
+        ["input=in.jsonl", "limit=true"],
+        ["limit=True", "whole number"],
+        ONE_RECORD,
+    ),
+    BadRun(
+        "zero_record_bytes",
+        ["input=in.jsonl", "input.max_record_bytes=0"],
+        ["input.max_record_bytes=0"],
+        ONE_RECORD,
+    ),
 ]
 
 
