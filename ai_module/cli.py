@@ -237,7 +237,7 @@ def _task_function(cfg) -> int:  # noqa: ANN001 - Hydra passes a DictConfig
     from omegaconf import OmegaConf
 
     from ai_module.plan import build_plan, find_secrets
-    from ai_module.runner import ExitCode, error_exit_code, execute_run
+    from ai_module.runner import ExitCode, execute_run, record_failed_job
 
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
@@ -258,15 +258,18 @@ def _task_function(cfg) -> int:  # noqa: ANN001 - Hydra passes a DictConfig
         _record_exit_code(ExitCode.USAGE)
         return ExitCode.USAGE
 
+    overrides = list(hydra_cfg.overrides.task)
     try:
         plan = build_plan(cfg, run_dir, sweep_dir)
-        plan.overrides = list(hydra_cfg.overrides.task)
+        plan.overrides = overrides
+    except AimodError as exc:
+        if sweep_dir is not None:
+            record_failed_job(sweep_dir, run_dir, overrides, exc)
+        return _failed(exc)
+    try:
         summary = execute_run(plan)
     except AimodError as exc:
-        _fail(str(exc))
-        code = error_exit_code(exc)
-        _record_exit_code(code)
-        return code
+        return _failed(exc)
 
     from ai_module.summary_text import format_summary
 
@@ -282,6 +285,15 @@ def _task_function(cfg) -> int:  # noqa: ANN001 - Hydra passes a DictConfig
 
 class _SweepInterrupted(KeyboardInterrupt):
     """Ctrl-C or SIGTERM stopped one job of a sweep: start no further job."""
+
+
+def _failed(error: AimodError) -> int:
+    from ai_module.runner import error_exit_code
+
+    _fail(str(error))
+    code = error_exit_code(error)
+    _record_exit_code(code)
+    return code
 
 
 def _fail(message: str) -> None:

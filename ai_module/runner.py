@@ -39,7 +39,7 @@ from ai_module.providers import create_provider
 from ai_module.store import Store
 from ai_module.tasks import Task
 
-__all__ = ["ExitCode", "RunPlan", "RunSummary", "execute_run"]
+__all__ = ["ExitCode", "RunPlan", "RunSummary", "execute_run", "record_failed_job"]
 
 logger = logging.getLogger(__name__)
 
@@ -189,6 +189,12 @@ class _Run:
             self.summary.status = "failed"
             self.summary.message = str(exc)
             self.summary.exit_code = error_exit_code(exc)
+            raise
+        except (KeyboardInterrupt, asyncio.CancelledError):
+            # Ctrl-C before _drive installed its own handlers.
+            self.summary.status = "interrupted"
+            self.summary.message = "interrupted before the run started"
+            self.summary.exit_code = ExitCode.INTERRUPTED
             raise
         finally:
             await provider.aclose()
@@ -429,8 +435,8 @@ class _Run:
             summary.estimated_cost_usd = round(cost / 1e6, 6)
         if self.store_error is not None:
             summary.exit_code = ExitCode.STORE
-        elif summary.status == "failed":
-            pass  # run() set the exit code of the error that ended the run
+        elif summary.status in ("failed", "interrupted"):
+            pass  # run() set the exit code of what ended the run
         elif self.stop_requested:
             summary.status = "interrupted"
             summary.exit_code = ExitCode.INTERRUPTED
@@ -524,6 +530,24 @@ def _append_sweep_listing(
         )
     }
     line["overrides"] = overrides
+    _append_sweep_line(sweep_dir, line)
+
+
+def record_failed_job(
+    sweep_dir: Path, run_dir: Path, overrides: list[str], error: AimodError
+) -> None:
+    """List a sweep job whose settings were rejected before it could run."""
+    line = {
+        "run_dir": str(run_dir),
+        "status": "failed",
+        "exit_code": error_exit_code(error),
+        "message": str(error),
+        "overrides": overrides,
+    }
+    _append_sweep_line(sweep_dir, line)
+
+
+def _append_sweep_line(sweep_dir: Path, line: dict[str, Any]) -> None:
     # One short write per job: O_APPEND keeps lines from parallel jobs whole.
     with (sweep_dir / "runs.jsonl").open("ab") as listing:
         listing.write(orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE))

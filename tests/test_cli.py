@@ -547,3 +547,23 @@ def test_task_name_must_match_file(tmp_path):
     assert not (tmp_path / "runs" / "other").exists()
     assert unnamed.returncode == 0, unnamed.stderr
     assert len(run_dirs(tmp_path, "noname")) == 1
+
+
+def test_sweep_lists_rejected_job(tmp_path):
+    done = aimod(
+        "-m",
+        "task=summarize",
+        "provider=mock",
+        "limit=2",
+        "parallelism=0,4",
+        cwd=tmp_path,
+    )
+    assert done.returncode == 2
+    (sweep,) = (tmp_path / "runs" / "multirun").iterdir()
+    listing = [
+        json.loads(line) for line in (sweep / "runs.jsonl").read_text().splitlines()
+    ]
+    by_status = {entry["status"]: entry for entry in listing}
+    assert set(by_status) == {"failed", "completed"}
+    assert "parallelism=0" in by_status["failed"]["message"]
+    assert by_status["failed"]["exit_code"] == 2
