@@ -87,6 +87,17 @@ def test_strict_only_for_closed_schemas():
     assert body["response_format"]["json_schema"]["strict"] is True
 
 
+@pytest.mark.parametrize("mode", ["json_schema", "json_object"])
+def test_non_object_root_asked_in_instructions(mode):
+    labels = {"type": "array", "items": {"enum": ["a", "b"]}}
+    chat = request()
+    chat = ChatRequest(chat.model, chat.messages, {}, labels, "labels")
+    body = build_body(chat, mode)
+    validate_chat_request(body)
+    assert "response_format" not in body
+    assert '"array"' in body["messages"][0]["content"]
+
+
 def completion(content, finish_reason="stop", usage=True):
     body = {
         "id": "chatcmpl-1",

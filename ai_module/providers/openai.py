@@ -189,6 +189,10 @@ def build_body(
     messages = request.messages
     schema = request.output_schema
     body: dict[str, Any] = {"model": request.model}
+    if schema is not None and not _root_is_object(schema):
+        # Both response formats make the model return an object, so another
+        # root (an array, a string) is asked for in the instructions.
+        response_format = "none"
     if schema is not None and response_format != "json_schema":
         messages = _with_json_instruction(messages, schema)
     body["messages"] = messages
@@ -208,6 +212,11 @@ def build_body(
     if extra_body:
         body.update(extra_body)
     return body
+
+
+def _root_is_object(schema: dict[str, Any]) -> bool:
+    kind = schema.get("type")
+    return kind == "object" or (kind is None and "properties" in schema)
 
 
 def _with_json_instruction(
