@@ -2,6 +2,7 @@
 
 The Python API::
 
+    import asyncio
     from ai_module import AIConfig, run_batch
     inputs = [{"prompt": "count users"}]
     results = asyncio.run(run_batch("nl2cypher", inputs, AIConfig()))
@@ -10,7 +11,12 @@ The Python API::
 from __future__ import annotations
 
 import importlib
+import logging
 from typing import TYPE_CHECKING, Any
+
+# A library adds no handler of its own: without logging configured, Python's
+# last-resort handler would print aimod's warnings on stderr.
+logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 if TYPE_CHECKING:
     from ai_module.config import AIConfig

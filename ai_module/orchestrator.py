@@ -96,6 +96,10 @@ async def stream_batch(
     input that is an exception instance (a reader's malformed record) is passed
     through as that item's error. The provider is created here unless given,
     so a missing API key raises ConfigError before the first request.
+
+    Nothing is stored unless `cache` is given: `cache=Store("runs/aimod.db")`
+    (from `ai_module.store`) skips requests the store already answered and
+    keeps new responses, as the `aimod` command does.
     """
     # The context's settings decide the worker count when no cfg is given, so
     # that parallelism=N from the command line starts N workers.
@@ -167,6 +171,10 @@ async def stream_batch(
         await source.aclose()
         if owns_provider and provider is not None:
             await provider.aclose()
+        # A Store passed as the cache buffers its writes: commit them here.
+        flush = getattr(cache, "flush", None)
+        if owns_provider and callable(flush):
+            flush()
 
 
 async def _cancel_and_wait(tasks: list[asyncio.Task[Any]]) -> None:

@@ -544,3 +544,15 @@ def test_duplicate_of_failed_call_tries_again(fake_server_factory, monkeypatch):
     assert isinstance(first, InvalidRequestError)
     assert isinstance(second, dict)
     assert server.stats()["requests"] == 2
+
+
+def test_store_as_cache_resumes_from_python(tmp_path, fake_server, openai_env):
+    from ai_module.store import Store
+
+    records = [{"text": f"stored {n}"} for n in range(5)]
+    first = asyncio.run(run_batch("summarize", records, cache=Store(tmp_path / "s.db")))
+    second = asyncio.run(
+        run_batch("summarize", records, cache=Store(tmp_path / "s.db"))
+    )
+    assert second == first
+    assert fake_server.stats()["requests"] == 5

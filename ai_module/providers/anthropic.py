@@ -74,6 +74,8 @@ class AnthropicProvider:
         base_url = (base_url or preset.base_url or "").rstrip("/")
         if not base_url:
             raise ConfigError("provider anthropic needs base_url")
+        # The official SDK's base URL has no /v1, but OpenAI habits add one.
+        base_url = base_url.removesuffix("/v1")
         self.base_url = base_url
 
         headers = {

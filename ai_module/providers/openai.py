@@ -80,11 +80,7 @@ class OpenAIProvider:
             base_url = os.environ.get("OPENAI_BASE_URL")
         base_url = base_url or preset.base_url
         if not base_url:
-            raise ConfigError(
-                f"provider {cfg.provider!r} has no default base URL: set base_url "
-                "(for Azure: https://RESOURCE.openai.azure.com/openai/deployments/"
-                "DEPLOYMENT)"
-            )
+            raise ConfigError(_no_base_url(cfg.provider))
         self.base_url = base_url.rstrip("/")
 
         headers = {"content-type": "application/json", "accept": "application/json"}
@@ -177,6 +173,26 @@ class OpenAIProvider:
 
     async def aclose(self) -> None:
         await self._client.aclose()
+
+
+def _no_base_url(provider: str) -> str:
+    import difflib
+
+    from ai_module.providers.presets import PRESETS
+
+    message = f"provider {provider!r} has no default base URL"
+    if provider not in PRESETS:
+        close = difflib.get_close_matches(provider, sorted(PRESETS), n=1)
+        hint = f"Did you mean {close[0]!r}? " if close else ""
+        return (
+            f"unknown provider {provider!r}. {hint}Known providers: "
+            f"{', '.join(sorted(PRESETS))}. Any other OpenAI-compatible service "
+            "works under another name with base_url set."
+        )
+    return (
+        f"{message}: set base_url (for Azure: https://RESOURCE.openai.azure.com/"
+        "openai/deployments/DEPLOYMENT)"
+    )
 
 
 def build_body(
