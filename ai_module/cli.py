@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shlex
 import signal
 import sys
 import tempfile
@@ -33,6 +34,9 @@ _SECRET_VALUE = re.compile(
     r"=\s*['\"]?((?:sk-|gsk_|xai-)[A-Za-z0-9_-]{8,}|Bearer\s)", re.IGNORECASE
 )
 _EXIT_FILE_ENV = "AIMOD_EXIT_CODES_FILE"
+# The command line as typed, for the summary's resume hint: Hydra sees the
+# rewritten overrides, and joblib's job processes inherit the environment.
+_COMMAND_ENV = "AIMOD_COMMAND"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -52,6 +56,7 @@ def main(argv: list[str] | None = None) -> None:
     if unknown:
         sys.stderr.write(f"aimod: error: {unknown}\n")
         sys.exit(2)
+    os.environ[_COMMAND_ENV] = "aimod " + shlex.join(argv)
     argv = [_rewrite_override(argument) for argument in argv]
     # Outside the batch loop, which installs its own handlers, SIGTERM raises
     # KeyboardInterrupt as Ctrl-C does, so both exit with code 130.
@@ -273,7 +278,7 @@ def _task_function(cfg) -> int:  # noqa: ANN001 - Hydra passes a DictConfig
 
     from ai_module.summary_text import format_summary
 
-    sys.stdout.write(format_summary(summary))
+    sys.stdout.write(format_summary(summary, os.environ.get(_COMMAND_ENV)))
     sys.stdout.flush()
     _record_exit_code(summary.exit_code)
     if summary.exit_code == ExitCode.INTERRUPTED and sweep_dir is not None:

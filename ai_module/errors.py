@@ -26,6 +26,7 @@ number of provider calls spent on the item (0 when none was made).
 from __future__ import annotations
 
 __all__ = [
+    "as_sentence",
     "AimodError",
     "AuthenticationError",
     "ConfigError",
@@ -141,3 +142,12 @@ class RunAbortedError(AimodError):
 
 class StoreError(AimodError):
     """The SQLite store cannot be opened, read or written."""
+
+
+def as_sentence(text: object) -> str:
+    """Return the text ending with exactly one full stop, to join messages.
+
+    Provider and library messages sometimes end with a full stop and sometimes
+    do not, and appending advice must not give '..'.
+    """
+    return str(text).rstrip().rstrip(".") + "."

@@ -39,6 +39,7 @@ from ai_module.errors import (
     RunAbortedError,
     TransientError,
     TruncatedOutputError,
+    as_sentence,
 )
 from ai_module.json_extract import extract_json
 from ai_module.limiter import TokenLimiter, _RPSLimiter
@@ -148,7 +149,7 @@ class BatchContext:
             # item would fail the same way.
             self.abort(
                 InvalidRequestError(
-                    f"{_sentence(error)} Check model={self.cfg.model!r} and the "
+                    f"{as_sentence(error)} Check model={self.cfg.model!r} and the "
                     "provider's base_url.",
                     status=404,
                 )
@@ -175,15 +176,10 @@ class BatchContext:
             self.abort(
                 type(error)(
                     f"{self.consecutive_failures} provider calls failed in a row, the "
-                    f"last with: {_sentence(error)} {advice}, then run the same "
+                    f"last with: {as_sentence(error)} {advice}, then run the same "
                     "command again."
                 )
             )
-
-
-def _sentence(error: BaseException) -> str:
-    """Return the error's message ending with exactly one full stop."""
-    return str(error).rstrip().rstrip(".") + "."
 
 
 def request_key(provider: str, request: ChatRequest) -> str:

@@ -10,8 +10,11 @@ from ai_module.runner import ExitCode, RunSummary
 __all__ = ["format_summary"]
 
 
-def format_summary(summary: RunSummary) -> str:
-    """Describe a finished run in a few lines, with what to do next."""
+def format_summary(summary: RunSummary, command: str | None = None) -> str:
+    """Describe a finished run in a few lines, with what to do next.
+
+    `command` is the command line as the user typed it, offered for resuming.
+    """
     tokens = summary.prompt_tokens + summary.completion_tokens
     lines = [
         f"aimod: {summary.status}: task {summary.task}, {summary.provider} "
@@ -41,7 +44,8 @@ def format_summary(summary: RunSummary) -> str:
         lines.append(f"  stopped    {summary.message}")
     stopped_early = (ExitCode.INTERRUPTED, ExitCode.ABORTED, ExitCode.STORE)
     if summary.exit_code in stopped_early or summary.failed:
-        command = "aimod " + " ".join(shlex.quote(arg) for arg in sys.argv[1:])
+        if command is None:
+            command = "aimod " + " ".join(shlex.quote(arg) for arg in sys.argv[1:])
         lines.append(
             "  to resume, run the same command again; stored answers are reused: "
             + command

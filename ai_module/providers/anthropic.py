@@ -37,6 +37,7 @@ from ai_module.errors import (
     QuotaExceededError,
     RateLimitedError,
     TransientError,
+    as_sentence,
 )
 from ai_module.providers.base import ChatRequest, ChatResponse, Usage, redact_secret
 from ai_module.providers.openai import strict_compatible
@@ -200,7 +201,8 @@ def _error(status: int, headers: Any, data: Any, content: bytes) -> ProviderErro
         return RateLimitedError(message, retry_after=retry_after_seconds(headers))
     if status in (401, 403) or kind in ("authentication_error", "permission_error"):
         return AuthenticationError(
-            message + ". Check the API key variable and its permissions.", status=status
+            as_sentence(message) + " Check the API key variable and its permissions.",
+            status=status,
         )
     if status in (400, 404, 413, 422) or kind in (
         "invalid_request_error",

@@ -37,6 +37,7 @@ from ai_module.errors import (
     QuotaExceededError,
     RateLimitedError,
     TransientError,
+    as_sentence,
 )
 from ai_module.providers.base import ChatRequest, ChatResponse, Usage, redact_secret
 from ai_module.providers.presets import ProviderPreset
@@ -334,7 +335,8 @@ def _status_error(status: int, headers: Any, content: bytes) -> ProviderError:
         return RateLimitedError(message, retry_after=retry_after_seconds(headers))
     if status in (401, 403):
         return AuthenticationError(
-            message + ". Check the API key variable and its permissions.", status=status
+            as_sentence(message) + " Check the API key variable and its permissions.",
+            status=status,
         )
     if status in (400, 404, 413, 422):
         return InvalidRequestError(message, status=status)

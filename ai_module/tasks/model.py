@@ -20,6 +20,7 @@ from ai_module.errors import (
     RenderError,
     SchemaValidationError,
     TaskError,
+    as_sentence,
 )
 
 __all__ = ["Example", "ExampleInput", "Generation", "Task"]
@@ -330,7 +331,8 @@ class Task(BaseModel):
         where = locate(self.file, field, template_line) if self.file else None
         prefix = f"{where}: " if where else ""
         return TaskError(
-            f"{prefix}task {self.name!r}, field '{field}': {message}. Fix the task "
+            f"{prefix}task {self.name!r}, field '{field}': {as_sentence(message)} "
+            "Fix the task "
             "file and check it with `aimod validate PATH`."
         )
 
