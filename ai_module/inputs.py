@@ -297,12 +297,17 @@ def count_records(
         if fmt != "jsonl":
             return None
         total = 0
+        partial = b""
         with _open_binary(path) as handle:
             for chunk in iter(lambda: handle.read(1 << 20), b""):
-                total += chunk.count(b"\n")
+                lines = (partial + chunk).split(b"\n")
+                partial = lines.pop()  # the start of a line the next chunk ends
+                # Blank lines are skipped by the reader, so they are no records.
+                total += sum(1 for line in lines if line.strip())
                 if limit is not None and total >= limit:
                     return limit
-        # NOTE: blank lines count too, so this is an upper bound for the ETA.
+        if partial.strip():
+            total += 1  # a last line without a newline
         return total if limit is None else min(total, limit)
     except (InputError, *_READ_ERRORS):
         return None

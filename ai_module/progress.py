@@ -63,13 +63,25 @@ class Progress:
                     failed=self.failed, stored=self.from_store, refresh=False
                 )
             return
-        if not self.enabled:
+        self.tick()
+
+    def tick(self, paused_for: float = 0.0) -> None:
+        """Write the periodic line when it is due, also while no item finishes.
+
+        `paused_for` is the time left in a provider-requested pause, shown so
+        that a quiet log explains itself.
+        """
+        if self._bar is not None or not self.enabled:
             return
         now = time.monotonic()
-        if now - self._last_line >= self.interval:
-            self._last_line = now
-            self.stream.write(self.line(now) + "\n")
-            self.stream.flush()
+        if now - self._last_line < self.interval:
+            return
+        self._last_line = now
+        line = self.line(now)
+        if paused_for > 0:
+            line += f", paused {_duration(paused_for)} by the provider's rate limit"
+        self.stream.write(line + "\n")
+        self.stream.flush()
 
     def line(self, now: float | None = None) -> str:
         now = time.monotonic() if now is None else now

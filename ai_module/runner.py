@@ -253,6 +253,7 @@ class _Run:
         consumer = asyncio.current_task()
         self._commit_wanted = asyncio.Event()
         flusher = asyncio.create_task(self._flush_continuously(ctx))
+        ticker = asyncio.create_task(_tick_every_second(progress, ctx))
         self._install_signal_handlers(loop, consumer, ctx)
         try:
             with results_path.open("wb") as results:
@@ -274,7 +275,8 @@ class _Run:
             progress.close()
             self._remove_signal_handlers(loop)
             flusher.cancel()
-            await asyncio.gather(flusher, return_exceptions=True)
+            ticker.cancel()
+            await asyncio.gather(flusher, ticker, return_exceptions=True)
         if ctx.abort_error is not None:
             self.summary.status = "aborted"
             self.summary.message = str(ctx.abort_error)
@@ -509,6 +511,12 @@ def _describe(error: BaseException | None) -> dict[str, Any] | None:
     if error is None:
         return None
     return {"type": type(error).__name__, "message": str(error)}
+
+
+async def _tick_every_second(progress: Progress, ctx: BatchContext) -> None:
+    while True:
+        await asyncio.sleep(1.0)
+        progress.tick(ctx.limiter.paused_for)
 
 
 def _append_sweep_listing(
