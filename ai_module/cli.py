@@ -42,6 +42,11 @@ _COMMAND_ENV = "AIMOD_COMMAND"
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the `aimod` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv in (["--version"], ["-V"]):
+        from importlib.metadata import version
+
+        sys.stdout.write(f"aimod {version('aimod')}\n")
+        sys.exit(0)
     if argv and argv[0] in SUBCOMMANDS:
         from ai_module.commands import run_subcommand
 
@@ -52,6 +57,18 @@ def main(argv: list[str] | None = None) -> None:
         if problem:
             sys.stderr.write(f"aimod: error: {problem}\n")
             sys.exit(2)
+    flags = [argument for argument in argv if argument.startswith("-")]
+    has_task = any(argument.lstrip("+").startswith("task=") for argument in argv)
+    if not has_task and set(flags) <= {"-m", "--multirun"}:
+        # Checked before Hydra, which would create a run folder first.
+        from ai_module.tasks import list_tasks
+
+        names = ", ".join(info.name for info in list_tasks()) or "none"
+        sys.stderr.write(
+            f"aimod: error: no task given: add task=NAME. Available tasks: {names}. "
+            "`aimod --help` shows the settings.\n"
+        )
+        sys.exit(2)
     unknown = _unknown_setting(argv)
     if unknown:
         sys.stderr.write(f"aimod: error: {unknown}\n")

@@ -133,7 +133,7 @@ class _Run:
             provider=plan.ai.provider,
             model=plan.ai.model,
             run_dir=str(plan.run_dir),
-            store=str(plan.store_path) if plan.store_path else None,
+            store=str(plan.store_path.resolve()) if plan.store_path else None,
             input=str(plan.input_path),
         )
         self.store: Store | None = None

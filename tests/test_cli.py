@@ -305,6 +305,14 @@ def test_no_task_given(tmp_path):
     done = aimod("provider=mock", cwd=tmp_path)
     assert done.returncode == 2
     assert "task=NAME" in done.stderr
+    assert "summarize" in done.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_version(tmp_path):
+    done = aimod("--version", cwd=tmp_path)
+    assert done.returncode == 0
+    assert done.stdout.startswith("aimod 0.")
 
 
 def test_missing_key_fails_before_any_request(tmp_path, fake_server):
