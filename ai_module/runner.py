@@ -296,7 +296,7 @@ class _Run:
         if item.ok:
             summary.succeeded += 1
             summary.from_store += item.from_store
-        elif isinstance(item.error, RunAbortedError):
+        elif isinstance(item.error, RunAbortedError) and not item.attempts:
             summary.not_attempted += 1
         else:
             summary.failed += 1
