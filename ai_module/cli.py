@@ -34,8 +34,8 @@ _SECRET_VALUE = re.compile(
     r"=\s*['\"]?((?:sk-|gsk_|xai-)[A-Za-z0-9_-]{8,}|Bearer\s)", re.IGNORECASE
 )
 _EXIT_FILE_ENV = "AIMOD_EXIT_CODES_FILE"
-# The command line as typed, for the summary's resume hint: Hydra sees the
-# rewritten overrides, and joblib's job processes inherit the environment.
+# The command line as typed, for the summary's resume hint: Hydra receives
+# the rewritten overrides, and joblib's job processes inherit the environment.
 _COMMAND_ENV = "AIMOD_COMMAND"
 
 

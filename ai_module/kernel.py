@@ -48,7 +48,7 @@ from ai_module.tasks.model import Task
 
 __all__ = ["BatchContext", "ItemOutcome", "ResponseCache", "invoke_task", "request_key"]
 
-# What a duplicate record's wait gets when the call it waited for failed.
+# The result a duplicate record's wait receives when the call it waited for failed.
 _NO_RESPONSE = object()
 
 logger = logging.getLogger(__name__)
@@ -160,7 +160,7 @@ class BatchContext:
         if isinstance(error, InvalidRequestError) and self.any_success:
             # Once a request of this batch has succeeded, the settings are
             # known to work, so a rejected request is that record's problem
-            # (too long, say) and says nothing about the next one.
+            # (too long, say), not a sign that the next one fails too.
             return
         self.consecutive_failures += 1
         if self.consecutive_failures >= self.cfg.max_consecutive_failures:

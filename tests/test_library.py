@@ -235,11 +235,11 @@ def test_closing_stream_early_stops_workers(fake_server_factory, monkeypatch):
     inputs = ({"text": f"record {n}"} for n in range(100))
 
     async def take_five() -> int:
-        taken = 0
+        received = 0
         async with contextlib.aclosing(iter_batch("summarize", inputs, cfg)) as items:
             async for _item in items:
-                taken += 1
-                if taken == 5:
+                received += 1
+                if received == 5:
                     break
         return server.stats()["requests"]
 

@@ -263,8 +263,8 @@ class Task(BaseModel):
     def _check_variables(self) -> None:
         """Reject templates that read variables the task does not declare.
 
-        Such a template fails on every record that lacks the variable, which
-        `aimod validate` should say before a run pays for anything.
+        Such a template fails on every record that lacks the variable, so
+        `aimod validate` reports it before a run pays for anything.
         """
         if not self.input_fields:
             return  # nothing declared, so nothing to check against
