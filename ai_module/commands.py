@@ -120,7 +120,7 @@ def _open_store(path: str):  # noqa: ANN202 - returns Store, imported lazily
     from ai_module.store import Store
 
     if not Path(path).exists():
-        raise StoreError(f"no store at {path}: run a task first, or give --store PATH")
+        raise InputError(f"no store at {path}: run a task first, or give --store PATH")
     return Store(path)
 
 

@@ -575,3 +575,9 @@ def test_sweep_lists_rejected_job(tmp_path):
     assert set(by_status) == {"failed", "completed"}
     assert "parallelism=0" in by_status["failed"]["message"]
     assert by_status["failed"]["exit_code"] == 2
+
+
+def test_runs_without_store_is_usage_error(tmp_path):
+    done = aimod("runs", cwd=tmp_path)
+    assert done.returncode == 2
+    assert "no store at" in done.stderr
