@@ -276,6 +276,12 @@ BAD_RUNS = [
         ONE_RECORD,
     ),
     BadRun(
+        "misspelt_provider_option",
+        ["input=in.jsonl", "options.respons_format=none"],
+        ["options.respons_format", "Did you mean 'response_format'"],
+        ONE_RECORD,
+    ),
+    BadRun(
         "zero_record_bytes",
         ["input=in.jsonl", "input.max_record_bytes=0"],
         ["input.max_record_bytes=0"],

@@ -556,3 +556,9 @@ def test_store_as_cache_resumes_from_python(tmp_path, fake_server, openai_env):
     )
     assert second == first
     assert fake_server.stats()["requests"] == 5
+
+
+def test_misspelt_mock_option_rejected():
+    cfg = AIConfig(provider="mock", options={"fail_rate": 0.5})
+    with pytest.raises(ConfigError, match="Did you mean 'failure_rate'"):
+        asyncio.run(run_batch("summarize", [{"text": "a"}], cfg))

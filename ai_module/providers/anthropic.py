@@ -39,7 +39,13 @@ from ai_module.errors import (
     TransientError,
     as_sentence,
 )
-from ai_module.providers.base import ChatRequest, ChatResponse, Usage, redact_secret
+from ai_module.providers.base import (
+    ChatRequest,
+    ChatResponse,
+    Usage,
+    check_options,
+    redact_secret,
+)
 from ai_module.providers.openai import strict_compatible
 from ai_module.providers.presets import ProviderPreset
 from ai_module.providers.ratelimit_headers import retry_after_seconds
@@ -55,6 +61,18 @@ _INSTRUCTION = (
 _FINISH_REASONS = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length"}
 
 
+# The options this provider reads: any other is a misspelling.
+_OPTIONS = frozenset(
+    {
+        "response_format",
+        "default_max_tokens",
+        "anthropic_version",
+        "headers",
+        "transport",
+    }
+)
+
+
 class AnthropicProvider:
     """Messages API over one pooled `httpx.AsyncClient` per run."""
 
@@ -62,6 +80,7 @@ class AnthropicProvider:
         self.name = cfg.provider
         options = dict(preset.options)
         options.update(cfg.options or {})
+        check_options(self.name, options, _OPTIONS)
         self.response_format = options.get("response_format")
         if self.response_format not in (None, "json_schema", "none"):
             raise ConfigError(

@@ -5,7 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-__all__ = ["ChatRequest", "ChatResponse", "Provider", "Usage", "redact_secret"]
+__all__ = [
+    "ChatRequest",
+    "ChatResponse",
+    "Provider",
+    "Usage",
+    "check_options",
+    "redact_secret",
+]
 
 
 @dataclass(frozen=True)
@@ -68,3 +75,24 @@ def redact_secret(content: bytes, secret: bytes | None) -> bytes:
     if secret and secret in content:
         return content.replace(secret, b"[redacted]")
     return content
+
+
+def check_options(provider: str, options: Any, known: frozenset[str]) -> None:
+    """Raise ConfigError for an option the provider does not read.
+
+    A misspelt option would otherwise be ignored without a word, and the run
+    would go ahead with the default.
+    """
+    import difflib
+
+    from ai_module.errors import ConfigError
+
+    unknown = sorted(str(name) for name in options if name not in known)
+    if not unknown:
+        return
+    close = difflib.get_close_matches(unknown[0], sorted(known), n=1)
+    hint = f" Did you mean '{close[0]}'?" if close else ""
+    raise ConfigError(
+        f"unknown option options.{unknown[0]} for provider {provider!r}.{hint} "
+        f"Its options: {', '.join(sorted(known))}."
+    )

@@ -20,7 +20,7 @@ import orjson
 
 from ai_module._schema_sample import sample_instance
 from ai_module.errors import ConfigError, TransientError
-from ai_module.providers.base import ChatRequest, ChatResponse, Usage
+from ai_module.providers.base import ChatRequest, ChatResponse, Usage, check_options
 
 __all__ = ["MockProvider"]
 
@@ -31,6 +31,9 @@ class MockProvider:
     def __init__(self, cfg: Any) -> None:
         self.name = cfg.provider
         options = cfg.options or {}
+        check_options(
+            self.name, options, frozenset({"latency", "failure_rate", "seed"})
+        )
         try:
             self.latency = float(options.get("latency", 0.0))
             self.failure_rate = float(options.get("failure_rate", 0.0))

@@ -39,7 +39,13 @@ from ai_module.errors import (
     TransientError,
     as_sentence,
 )
-from ai_module.providers.base import ChatRequest, ChatResponse, Usage, redact_secret
+from ai_module.providers.base import (
+    ChatRequest,
+    ChatResponse,
+    Usage,
+    check_options,
+    redact_secret,
+)
 from ai_module.providers.presets import ProviderPreset
 from ai_module.providers.ratelimit_headers import (
     exhausted_reset_seconds,
@@ -58,6 +64,20 @@ _JSON_INSTRUCTION = (
 )
 
 
+# The options this provider reads: any other is a misspelling.
+_OPTIONS = frozenset(
+    {
+        "response_format",
+        "strict",
+        "auth_header",
+        "api_version",
+        "headers",
+        "extra_body",
+        "transport",
+    }
+)
+
+
 class OpenAIProvider:
     """Chat completions over HTTP for every OpenAI-compatible service."""
 
@@ -65,6 +85,7 @@ class OpenAIProvider:
         self.name = cfg.provider
         options = dict(preset.options)
         options.update(cfg.options or {})
+        check_options(self.name, options, _OPTIONS)
         self.response_format = str(
             options.get("response_format", preset.response_format)
         )
