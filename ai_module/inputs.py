@@ -147,9 +147,17 @@ def _read_jsonl(path: Path, max_bytes: int) -> Iterator[tuple[int, Any]]:
 
 def _too_large(where: str, size: int, max_bytes: int) -> InputError:
     return InputError(
-        f"{where}: record is {size / 1e6:.1f} MB, over the limit of "
-        f"{max_bytes / 1e6:.1f} MB; split it or raise input.max_record_bytes"
+        f"{where}: record is {_size(size)}, over the limit of {_size(max_bytes)}; "
+        "split it or raise input.max_record_bytes"
     )
+
+
+def _size(count: int) -> str:
+    if count >= 1_000_000:
+        return f"{count / 1e6:.1f} MB"
+    if count >= 10_000:
+        return f"{count / 1e3:.0f} kB"
+    return f"{count} bytes"
 
 
 def _parse_json_record(

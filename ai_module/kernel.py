@@ -169,6 +169,12 @@ class BatchContext:
                     "Check the model name, the generation settings it supports "
                     "and the task's output_schema"
                 )
+            elif "timed out" in str(error):
+                advice = (
+                    f"If the model is slow, raise read_timeout (now "
+                    f"{self.cfg.read_timeout:g} s); otherwise check that the "
+                    "provider is reachable"
+                )
             else:
                 advice = (
                     "Check that the provider is reachable and the model name is right"

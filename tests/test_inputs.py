@@ -44,3 +44,11 @@ def test_count_matches_records_read(tmp_path, content, expected):
     path.write_bytes(content)
     assert count_records(path) == expected
     assert len(list(read_records(path))) == expected
+
+
+def test_oversized_record_names_sizes(tmp_path):
+    path = tmp_path / "rows.jsonl"
+    path.write_bytes(b'{"text": "' + b"x" * 200 + b'"}\n{"text": "ok"}\n')
+    (_, first), (_, second) = read_records(path, max_record_bytes=100)
+    assert "record is 213 bytes, over the limit of 100 bytes" in str(first)
+    assert second == {"text": "ok"}

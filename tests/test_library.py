@@ -562,3 +562,21 @@ def test_misspelt_mock_option_rejected():
     cfg = AIConfig(provider="mock", options={"fail_rate": 0.5})
     with pytest.raises(ConfigError, match="Did you mean 'failure_rate'"):
         asyncio.run(run_batch("summarize", [{"text": "a"}], cfg))
+
+
+def test_timeouts_in_a_row_suggest_read_timeout(fake_server_factory, monkeypatch):
+    server = fake_server_factory(latency=3)
+    monkeypatch.setenv("OPENAI_API_KEY", server.api_key)
+    cfg = AIConfig(
+        base_url=server.base_url,
+        parallelism=1,
+        read_timeout=0.2,
+        max_retries=0,
+        max_consecutive_failures=2,
+    )
+    results = asyncio.run(
+        run_batch("summarize", [{"text": str(n)} for n in range(4)], cfg)
+    )
+    stop = results[2]
+    assert isinstance(stop, RunAbortedError)
+    assert "raise read_timeout (now 0.2 s)" in str(stop)
