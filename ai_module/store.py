@@ -135,17 +135,27 @@ class Store:
             self._reader = self._connect(check_same_thread=True)
             self._writer = self._connect(check_same_thread=False)
             self._migrate()
-        except (OSError, sqlite3.Error) as exc:
+        except sqlite3.DatabaseError as exc:
+            if "not a database" not in str(exc):
+                raise self._open_error(exc) from None
             raise StoreError(
-                f"cannot open the store {self.path}: {exc}. Check that the folder is "
-                "writable, or choose another file with store=PATH."
+                f"{self.path} is not an aimod store (not a SQLite file). Choose "
+                "another file with store=PATH, or move this one away."
             ) from None
+        except (OSError, sqlite3.Error) as exc:
+            raise self._open_error(exc) from None
         self._lock = threading.Lock()
         # put() and record_item() run on the event loop while flush() runs in a
         # worker thread: flush swaps these containers out instead of sharing them.
         self._pending_responses: dict[str, tuple] = {}
         self._flushing_responses: dict[str, tuple] = {}
         self._pending_items: list[tuple] = []
+
+    def _open_error(self, exc: BaseException) -> StoreError:
+        return StoreError(
+            f"cannot open the store {self.path}: {exc}. Check that the folder is "
+            "writable, or choose another file with store=PATH."
+        )
 
     def _connect(self, *, check_same_thread: bool) -> sqlite3.Connection:
         connection = sqlite3.connect(

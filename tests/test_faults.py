@@ -640,3 +640,18 @@ def test_old_store_is_migrated(tmp_path, fake_server_factory):
     assert read_summary(latest_run(tmp_path))["from_store"] == 1
     assert count_rows(tmp_path / "old.db", "items") == 1
     assert count_rows(tmp_path / "old.db", "_migrations") > 1
+
+
+def test_store_that_is_not_sqlite(tmp_path):
+    (tmp_path / "notes.db").write_text("not a database\n" * 100)
+    done = run(
+        "task=summarize",
+        "provider=mock",
+        "limit=1",
+        "store=notes.db",
+        cwd=tmp_path,
+        env=environment(),
+    )
+    assert done.returncode == 4
+    assert "notes.db is not an aimod store" in done.stderr
+    assert (tmp_path / "notes.db").read_text().startswith("not a database")
