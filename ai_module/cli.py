@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> None:
             "`aimod --help` shows the settings.\n"
         )
         sys.exit(2)
-    unknown = _unknown_setting(argv)
+    unknown = _unknown_setting(argv) or _unknown_choice(argv)
     if unknown:
         sys.stderr.write(f"aimod: error: {unknown}\n")
         sys.exit(2)
@@ -153,6 +153,56 @@ def _unknown_setting(argv: list[str]) -> str | None:
             "a task's fields are set as task.FIELD=VALUE."
         )
     return None
+
+
+def _unknown_choice(argv: list[str]) -> str | None:
+    """Describe a task or provider name that no file defines, with the closest.
+
+    Hydra's own message for it is a trace of its search path.
+    """
+    import difflib
+
+    for argument in argv:
+        key, equals, value = argument.lstrip("+").partition("=")
+        if not equals or key not in ("task", "provider"):
+            continue
+        if any(mark in value for mark in "()[]{}'\""):
+            continue  # a sweep function or quoting: Hydra reads that
+        known = _choices(key)
+        for name in value.split(","):  # a sweep lists several
+            name = name.strip()
+            if not name or name in known:
+                continue
+            close = difflib.get_close_matches(name, sorted(known), n=1)
+            hint = f" Did you mean '{close[0]}'?" if close else ""
+            where = (
+                "./tasks or the built-in tasks"
+                if key == "task"
+                else ("./conf/provider or the built-in providers")
+            )
+            return (
+                f"unknown {key} '{name}': no such file in {where}.{hint} "
+                f"Available: {', '.join(sorted(known))}."
+            )
+    return None
+
+
+def _choices(group: str) -> set[str]:
+    from ai_module.paths import builtin_tasks_dir, user_tasks_dir
+
+    if group == "task":
+        folders = [user_tasks_dir(), builtin_tasks_dir()]
+    else:
+        folders = [builtin_conf_dir() / "provider", Path.cwd() / "conf" / "provider"]
+    names = set()
+    for folder in folders:
+        if folder.is_dir():
+            names.update(
+                path.stem
+                for path in folder.iterdir()
+                if path.suffix in (".yaml", ".yml")
+            )
+    return names
 
 
 # Keys under these nodes are free-form, so setting one must add it when absent;

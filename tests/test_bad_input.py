@@ -223,8 +223,8 @@ BAD_RUNS = [
     ),
     BadRun(
         "unknown_provider",
-        ["input=in.jsonl", "provider=nope"],
-        ["provider/nope", "Available options", "mock"],
+        ["input=in.jsonl", "provider=opneai"],
+        ["unknown provider 'opneai'", "Did you mean 'openai'", "mock"],
         ONE_RECORD,
     ),
     BadRun(

@@ -295,10 +295,15 @@ def test_joblib_sweep_shares_store(tmp_path, server_env, fake_server):
 
 
 def test_unknown_task_lists_available(tmp_path):
-    done = aimod("task=nope", "provider=mock", cwd=tmp_path)
+    done = aimod("task=sumarize", "provider=mock", cwd=tmp_path)
     assert done.returncode == 2
+    assert "Did you mean 'summarize'" in done.stderr
     assert "nl2cypher" in done.stderr
-    assert "summarize" in done.stderr
+    assert "HYDRA_FULL_ERROR" not in done.stderr
+    assert not (tmp_path / "runs").exists()
+    swept = aimod("-m", "task=summarize,nosuch", "provider=mock", cwd=tmp_path)
+    assert swept.returncode == 2
+    assert "unknown task 'nosuch'" in swept.stderr
 
 
 def test_no_task_given(tmp_path):
