@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 from typing import Any
 
@@ -36,11 +35,15 @@ class AIConfig(BaseModel):
     rps: float | None = Field(None, gt=0, description="request starts per second")
     burst: int = Field(1, ge=1, description="starts allowed ahead of the rps pace")
     tokens_per_minute: int | None = Field(None, gt=0)
-    connect_timeout: float = Field(10.0, gt=0, description="seconds")
-    read_timeout: float = Field(120.0, gt=0, description="seconds")
+    connect_timeout: float = Field(
+        10.0, gt=0, allow_inf_nan=False, description="seconds"
+    )
+    read_timeout: float = Field(120.0, gt=0, allow_inf_nan=False, description="seconds")
     max_retries: int = Field(6, ge=0, description="retries per call after the first")
     max_repairs: int = Field(2, ge=0, description="re-asks after invalid output")
-    retry_max_wait: float = Field(60.0, gt=0, description="backoff cap, seconds")
+    retry_max_wait: float = Field(
+        60.0, gt=0, allow_inf_nan=False, description="backoff cap, seconds"
+    )
     max_consecutive_failures: int = Field(
         20, ge=1, description="stop the run after this many provider failures in a row"
     )
@@ -80,13 +83,6 @@ class AIConfig(BaseModel):
                 "api_key_env takes the name of an environment variable (capital "
                 "letters, digits and underscores, such as OPENAI_API_KEY), not the key"
             )
-        return value
-
-    @field_validator("connect_timeout", "read_timeout", "retry_max_wait")
-    @classmethod
-    def _check_finite(cls, value: float) -> float:
-        if not math.isfinite(value):
-            raise ValueError("must be a finite number of seconds")
         return value
 
     def generation(self) -> dict[str, Any]:

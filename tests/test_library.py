@@ -15,6 +15,7 @@ import textwrap
 import time
 
 import pytest
+from pydantic import ValidationError
 from test_limiter import max_in_window
 
 from ai_module import AIConfig, run_batch, run_batch_sync
@@ -580,3 +581,11 @@ def test_timeouts_in_a_row_suggest_read_timeout(fake_server_factory, monkeypatch
     stop = results[2]
     assert isinstance(stop, RunAbortedError)
     assert "raise read_timeout (now 0.2 s)" in str(stop)
+
+
+@pytest.mark.parametrize("field", ["connect_timeout", "read_timeout", "retry_max_wait"])
+def test_infinite_timeout_rejected(field):
+    with pytest.raises(ValidationError) as info:
+        AIConfig(**{field: float("inf")})
+    assert field in str(info.value)
+    assert "finite" in str(info.value)
