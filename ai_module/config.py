@@ -9,9 +9,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from ai_module.errors import ConfigError
 from ai_module.providers.presets import preset_for
-from ai_module.secret_names import ENV_NAME, find_secrets, is_secret_name
+from ai_module.secret_names import ENV_NAME, find_secrets
 
-__all__ = ["AIConfig", "GENERATION_FIELDS", "find_secrets", "is_secret_name"]
+__all__ = ["AIConfig", "GENERATION_FIELDS"]
 
 GENERATION_FIELDS = ("temperature", "max_tokens", "top_p", "seed", "stop")
 

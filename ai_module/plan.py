@@ -9,9 +9,10 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from pydantic import ValidationError
 
-from ai_module.config import AIConfig, find_secrets
+from ai_module.config import AIConfig
 from ai_module.errors import ConfigError, InputError, TaskError
 from ai_module.runner import RunPlan
+from ai_module.secret_names import find_secrets
 from ai_module.tasks import list_tasks, task_from_mapping
 
 __all__ = ["build_plan", "find_secrets"]
