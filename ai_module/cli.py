@@ -188,21 +188,17 @@ def _unknown_choice(argv: list[str]) -> str | None:
 
 
 def _choices(group: str) -> set[str]:
-    from ai_module.paths import builtin_tasks_dir, user_tasks_dir
-
     if group == "task":
-        folders = [user_tasks_dir(), builtin_tasks_dir()]
-    else:
-        folders = [builtin_conf_dir() / "provider", Path.cwd() / "conf" / "provider"]
-    names = set()
-    for folder in folders:
-        if folder.is_dir():
-            names.update(
-                path.stem
-                for path in folder.iterdir()
-                if path.suffix in (".yaml", ".yml")
-            )
-    return names
+        from ai_module.tasks import list_tasks
+
+        return {info.name for info in list_tasks()}
+    folders = [builtin_conf_dir() / "provider", Path.cwd() / "conf" / "provider"]
+    return {
+        path.stem
+        for folder in folders
+        if folder.is_dir()
+        for path in folder.glob("*.yaml")
+    }
 
 
 # Keys under these nodes are free-form, so setting one must add it when absent;
