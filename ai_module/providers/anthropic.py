@@ -46,17 +46,13 @@ from ai_module.providers.base import (
     check_options,
     redact_secret,
 )
-from ai_module.providers.openai import strict_compatible
+from ai_module.providers.openai import JSON_INSTRUCTION, strict_compatible
 from ai_module.providers.presets import ProviderPreset
 from ai_module.providers.ratelimit_headers import retry_after_seconds
 from ai_module.providers.transport import pool_settings, transient_error
 
 __all__ = ["AnthropicProvider", "build_messages_body", "parse_message"]
 
-_INSTRUCTION = (
-    "Reply with one JSON value and nothing else: no code fence, no comments. "
-    "It must match this JSON Schema:\n"
-)
 # Anthropic's stop reasons, in the terms the kernel uses for chat completions.
 _FINISH_REASONS = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length"}
 
@@ -156,7 +152,7 @@ def build_messages_body(
             else "none"
         )
     if schema is not None and mode == "none":
-        system_parts.append(_INSTRUCTION + json.dumps(schema, ensure_ascii=False))
+        system_parts.append(JSON_INSTRUCTION + json.dumps(schema, ensure_ascii=False))
 
     generation = dict(request.generation)
     body: dict[str, Any] = {

@@ -58,7 +58,8 @@ __all__ = ["OpenAIProvider", "build_body", "parse_completion", "strict_compatibl
 logger = logging.getLogger(__name__)
 
 _USER_AGENT = f"aimod python-httpx/{httpx.__version__}"
-_JSON_INSTRUCTION = (
+# Sent with the schema when the provider is not asked for structured output.
+JSON_INSTRUCTION = (
     "Reply with one JSON value and nothing else: no code fence, no comments. "
     "It must match this JSON Schema:\n"
 )
@@ -260,7 +261,7 @@ def _root_is_object(schema: dict[str, Any]) -> bool:
 def _with_json_instruction(
     messages: list[dict[str, str]], schema: dict[str, Any]
 ) -> list[dict[str, str]]:
-    instruction = _JSON_INSTRUCTION + json.dumps(schema, ensure_ascii=False)
+    instruction = JSON_INSTRUCTION + json.dumps(schema, ensure_ascii=False)
     if messages and messages[0]["role"] == "system":
         first = {
             "role": "system",
