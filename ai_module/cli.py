@@ -189,9 +189,9 @@ def _unknown_choice(argv: list[str]) -> str | None:
 
 def _choices(group: str) -> set[str]:
     if group == "task":
-        from ai_module.tasks import list_tasks
+        from ai_module.tasks import task_file_names
 
-        return {info.name for info in list_tasks()}
+        return task_file_names()
     folders = [builtin_conf_dir() / "provider", Path.cwd() / "conf" / "provider"]
     return {
         path.stem

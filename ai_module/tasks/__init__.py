@@ -10,6 +10,7 @@ from ai_module.tasks.registry import (
     list_tasks,
     register_task,
     task_file,
+    task_file_names,
     unregister_task,
 )
 
@@ -23,6 +24,7 @@ __all__ = [
     "load_task_file",
     "register_task",
     "task_file",
+    "task_file_names",
     "task_from_mapping",
     "unregister_task",
 ]

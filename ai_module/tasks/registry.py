@@ -61,6 +61,16 @@ def _search_dirs() -> list[Path]:
     return [d for d in dirs if d.is_dir()]
 
 
+def task_file_names() -> set[str]:
+    """Return the names of the task files that `task=NAME` can load, unread."""
+    return {
+        path.stem
+        for directory in _search_dirs()
+        for path in directory.iterdir()
+        if path.suffix in _SUFFIXES and path.is_file()
+    }
+
+
 def task_file(name: str) -> Path | None:
     """Return the file that declares task `name`, the user's folder first."""
     for directory in _search_dirs():
